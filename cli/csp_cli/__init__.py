@@ -1,0 +1,3 @@
+"""cspctl: everything a person or a script does with csp."""
+
+from __future__ import annotations

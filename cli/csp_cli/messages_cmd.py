@@ -1,0 +1,94 @@
+"""``cspctl send`` and ``cspctl history``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cspd.client import GatewayClient, default_identity
+from cspd.errors import BadRequest
+from cspd.protocol import split_address_words
+
+from .render import format_message, print_json, print_json_line
+from .runner import coro_command
+
+SEND_HELP = """Send a message to the group chat.
+
+\b
+  cspctl send @all "tests pass on main"
+  cspctl send @claude @codex "please review #12"
+  cspctl send '#backend' "deploy at 5"
+  git log -1 | cspctl send @codex -        (text from stdin)
+
+Without an address the message goes to the whole room.  A message starting
+with '!' is urgent: agents get it without waiting until they are idle.
+Inside an agent (CSP_AGENT set) you speak as that agent, otherwise as
+'human'.  Exits 0 only once the gateway has stored the message.
+"""
+
+
+@click.command("send", help=SEND_HELP)
+@click.argument("words", nargs=-1, required=False)
+@click.option("--room", "-r", help="Room to post in (default: your room).")
+@click.option("--as", "as_name", metavar="NAME", help="Speak as NAME instead of $CSP_AGENT.")
+@click.option("--urgent", is_flag=True, help="Deliver without waiting for the agents to idle.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored message as JSON.")
+@coro_command
+async def send(words: tuple[str, ...], room: str | None, as_name: str | None, urgent: bool,
+               as_json: bool) -> None:
+    addresses, rest = split_address_words(list(words))
+    if not rest or rest == ["-"]:
+        if sys.stdin.isatty() and not rest:
+            raise BadRequest("no text: give it as an argument, or '-' to read stdin")
+        text = sys.stdin.read()
+    else:
+        text = " ".join(rest)
+    text = text.rstrip("\n")
+    if text.startswith("!"):
+        urgent, text = True, text[1:].lstrip()
+    if not text.strip():
+        raise BadRequest("empty message")
+    async with GatewayClient(agent=as_name or default_identity()) as client:
+        message = await client.send(addresses or ["@all"], text, room=room, urgent=urgent)
+    if as_json:
+        print_json(message.to_json())
+    else:
+        click.echo(f"sent #{message.id} to {', '.join('@' + t for t in message.to)} "
+                   f"in #{message.room}", err=True)
+
+
+@click.command("history")
+@click.option("--room", "-r", help="Only this room.")
+@click.option("--limit", "-n", default=50, show_default=True, help="How many messages.")
+@click.option("--since", default=0, help="Only messages after this id.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new messages as they come.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per line (with --follow) or a JSON list.")
+@coro_command
+async def history(room: str | None, limit: int, since: int, follow: bool, as_json: bool) -> None:
+    """Show the chat history (the newest LIMIT messages, oldest first)."""
+    colour = sys.stdout.isatty()
+    async with GatewayClient(timeout=None if follow else 30.0) as client:  # type: ignore[arg-type]
+        messages = await client.history(room=room, since=since, limit=limit)
+        if as_json and not follow:
+            print_json([m.to_json() for m in messages])
+            return
+        last = since
+        for m in messages:
+            _emit(m, as_json, colour)
+            last = max(last, m.id)
+        if follow:
+            if not messages and since == 0:
+                last = int((await client.health())["messages"])
+            async for m in client.follow(room=room, since=last):
+                _emit(m, as_json, colour)
+
+
+def _emit(m: object, as_json: bool, colour: bool) -> None:
+    from cspd.protocol import Message
+    assert isinstance(m, Message)
+    if as_json:
+        print_json_line(m.to_json())
+    else:
+        click.echo(format_message(m, colour))

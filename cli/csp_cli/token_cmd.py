@@ -1,0 +1,26 @@
+"""``cspctl token``: show or rotate the gateway's token."""
+
+from __future__ import annotations
+
+import click
+
+from cspd import paths
+from cspd.auth import ensure_token, rotate_token
+
+from .runner import edge
+
+
+@click.command("token")
+@click.option("--rotate", is_flag=True,
+              help="Replace the token; the gateway picks it up at once, clients re-read it.")
+@click.option("--path", "show_path", is_flag=True, help="Print the token file's path instead.")
+@edge
+def token(rotate: bool, show_path: bool) -> None:
+    """Print the token that every request to the gateway must carry.
+
+    Scripts that talk HTTP send it as `Authorization: Bearer <token>`.
+    """
+    if show_path:
+        click.echo(paths.token_path())
+        return
+    click.echo(rotate_token() if rotate else ensure_token())

@@ -1,0 +1,202 @@
+"""Async client of the gateway, shared by cspctl, the sidecar and the tests.
+
+It speaks to ``$CSP_GATEWAY`` (a socket path or an ``http://127.0.0.1:PORT``
+URL) or to ``$XDG_RUNTIME_DIR/csp/gateway.sock``, with the token from the
+runtime dir, and turns every failure into a :class:`~cspd.errors.CspError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from . import paths
+from .auth import ensure_token, read_token
+from .errors import CspError, GatewayUnavailable, from_json
+from .protocol import API, HUMAN, IDENTITY_HEADER, Message
+
+GATEWAY_ENV = "CSP_GATEWAY"
+AGENT_ENV = "CSP_AGENT"
+ROOM_ENV = "CSP_ROOM"
+
+
+def gateway_address() -> str:
+    return os.environ.get(GATEWAY_ENV) or str(paths.socket_path())
+
+
+class GatewayClient:
+    """One HTTP session to the gateway; use as ``async with GatewayClient() as c``."""
+
+    def __init__(self, address: str | None = None, *, agent: str | None = None,
+                 token: str | None = None, token_path: Path | None = None,
+                 create_token: bool = True, timeout: float = 30.0) -> None:
+        self.address = address or gateway_address()
+        self.agent = agent
+        self._token = token
+        self._token_path = token_path
+        self._create_token = create_token
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def is_unix(self) -> bool:
+        return not self.address.startswith(("http://", "https://"))
+
+    @property
+    def base_url(self) -> str:
+        return "http://localhost" if self.is_unix else self.address.rstrip("/")
+
+    def token(self) -> str:
+        if self._token is None:
+            # a client may be the one that socket-activates the gateway, so it may
+            # have to create the token the gateway will then read
+            reader = ensure_token if self._create_token else read_token
+            self._token = reader(self._token_path)
+        return self._token
+
+    def headers(self) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {self.token()}"}
+        if self.agent:
+            h[IDENTITY_HEADER] = self.agent
+        return h
+
+    async def __aenter__(self) -> GatewayClient:
+        connector: aiohttp.BaseConnector
+        if self.is_unix:
+            connector = aiohttp.UnixConnector(path=self.address)
+        else:
+            connector = aiohttp.TCPConnector()
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self._timeout))
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use GatewayClient as an async context manager")
+        return self._session
+
+    def unavailable(self, exc: BaseException) -> GatewayUnavailable:
+        where = self.address
+        return GatewayUnavailable(
+            f"the gateway is not running at {where} ({exc.__class__.__name__}: {exc}); "
+            "start it with `systemctl --user start csp-gateway.socket` "
+            "or run `cspd` in a terminal")
+
+    async def request(self, method: str, path: str, *, json_body: Any = None,
+                      params: dict[str, Any] | None = None) -> Any:
+        url = self.base_url + path
+        try:
+            async with self.session.request(method, url, json=json_body, params=params,
+                                            headers=self.headers()) as resp:
+                text = await resp.text()
+                try:
+                    body = json.loads(text) if text else None
+                except ValueError:
+                    body = None
+                if resp.status >= 400:
+                    raise from_json(resp.status, body)
+                return body
+        except CspError:
+            raise
+        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:
+            raise self.unavailable(exc) from None
+        except TimeoutError:
+            raise GatewayUnavailable(f"the gateway at {self.address} did not answer in "
+                                     f"{self._timeout:.0f}s") from None
+
+    # -- API ---------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", f"{API}/health")
+        return result
+
+    async def send(self, to: list[str], content: str, *, kind: str = "chat",
+                   room: str | None = None, urgent: bool = False) -> Message:
+        body: dict[str, Any] = {"to": to, "content": content, "kind": kind, "urgent": urgent}
+        if room:
+            body["room"] = room
+        data = await self.request("POST", f"{API}/messages", json_body=body)
+        return Message.from_json(data)
+
+    async def history(self, room: str | None = None, since: int = 0,
+                      limit: int = 100) -> list[Message]:
+        params: dict[str, Any] = {"since": since, "limit": limit}
+        if room:
+            params["room"] = room
+        data = await self.request("GET", f"{API}/messages", params=params)
+        return [Message.from_json(m) for m in data["messages"]]
+
+    async def agents(self) -> list[dict[str, Any]]:
+        data = await self.request("GET", f"{API}/agents")
+        return list(data["agents"])
+
+    async def rooms(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", f"{API}/rooms")
+        return result
+
+    async def control(self, name: str, action: str) -> None:
+        await self.request("POST", f"{API}/agents/{name}/control", json_body={"action": action})
+
+    async def ack(self, ids: list[int]) -> None:
+        await self.request("POST", f"{API}/ack", json_body={"ids": ids})
+
+    async def stream(self, *, agent: str | None = None, room: str | None = None,
+                     since: int = 0, extra: dict[str, str] | None = None,
+                     ) -> aiohttp.ClientWebSocketResponse:
+        """Open the WebSocket; the caller reads frames and sends acks."""
+        params: dict[str, str] = {"since": str(since)}
+        if agent:
+            params["agent"] = agent
+        if room:
+            params["room"] = room
+        params.update(extra or {})
+        try:
+            ws = await self.session.ws_connect(
+                self.base_url + f"{API}/stream", params=params, headers=self.headers(),
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0), max_msg_size=4 * 1024 * 1024)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise _handshake_error(exc) from None
+        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:
+            raise self.unavailable(exc) from None
+        return ws
+
+    async def follow(self, *, room: str | None = None,
+                     since: int = 0) -> AsyncIterator[Message]:
+        """Yield messages of a room after ``since``, live, until the gateway goes away."""
+        ws = await self.stream(room=room, since=since)
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                frame = json.loads(msg.data)
+                if frame.get("type") == "message":
+                    yield Message.from_json(frame["message"])
+        finally:
+            await ws.close()
+
+
+def _handshake_error(exc: aiohttp.WSServerHandshakeError) -> CspError:
+    code = {401: "unauthorized", 403: "forbidden", 409: "conflict",
+            404: "not_found", 400: "bad_request"}.get(exc.status, "internal")
+    return from_json(exc.status, {"error": code, "message": exc.message or code})
+
+
+def default_identity() -> str:
+    """``cspctl`` speaks as the agent it runs inside (``CSP_AGENT``), else as the human."""
+    return os.environ.get(AGENT_ENV) or HUMAN

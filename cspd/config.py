@@ -1,0 +1,83 @@
+"""``$XDG_CONFIG_HOME/csp/config.toml``: read with tomllib, written with tomli-w.
+
+Only the ``[gateway]`` table is the gateway's; other parts of csp keep their own
+tables in the same file and read them through :func:`load_document`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from . import paths
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Limits and defaults of the gateway; every field can be set in ``[gateway]``."""
+
+    default_room: str = "main"
+    max_message_bytes: int = 64 * 1024
+    rate_per_second: float = 50.0
+    rate_burst: int = 200
+    hop_limit: int = 6
+    tcp_port: int = 8765
+    history_limit_max: int = 5000
+
+
+def load_document(path: Path | None = None) -> dict[str, Any]:
+    """Parse the config file; a missing file is an empty config."""
+    path = path or paths.config_path()
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+
+
+def save_document(doc: dict[str, Any], path: Path | None = None) -> Path:
+    """Write the config atomically (temp file, then rename)."""
+    path = path or paths.config_path()
+    paths.ensure_private_dir(path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        tomli_w.dump(doc, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def gateway_config(doc: dict[str, Any] | None = None, path: Path | None = None) -> GatewayConfig:
+    """The ``[gateway]`` table, checked field by field with errors naming the key."""
+    path = path or paths.config_path()
+    if doc is None:
+        doc = load_document(path)
+    table = doc.get("gateway", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [gateway] must be a table")
+    known = {f.name: f for f in fields(GatewayConfig)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        field = known.get(key)
+        if field is None:
+            raise ConfigError(f"{path}: unknown key gateway.{key}")
+        default = getattr(GatewayConfig, key)
+        if isinstance(default, bool) or not isinstance(value, type(default) | int):
+            raise ConfigError(
+                f"{path}: gateway.{key} must be {type(default).__name__}, got {value!r}"
+            )
+        if isinstance(value, int | float) and value <= 0:
+            raise ConfigError(f"{path}: gateway.{key} must be positive, got {value!r}")
+        values[key] = type(default)(value)
+    return GatewayConfig(**values)

@@ -1,0 +1,143 @@
+"""Live fan-out: who is connected, and pushing committed messages to them.
+
+Two kinds of subscriber share one mechanism:
+
+* an *agent* connection (a sidecar) receives the messages addressed to it,
+  first everything still pending for it in the store, then live ones, and
+  acknowledges each once it has been injected;
+* a *watcher* (``cspctl history --follow``, ``cspctl chat``) sees every
+  message of a room after a cursor, and acknowledges nothing.
+
+A subscriber registers *before* it replays from the store and holds live
+messages until the replay is done, so nothing committed in between is missed;
+duplicates are dropped by id.  Each connection has one writer task, so frames
+never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .protocol import Message
+
+MAX_QUEUE = 10_000
+
+
+@dataclass
+class AgentState:
+    """What a sidecar reports about its agent; shown by ``cspctl agents``."""
+
+    state: str = "starting"
+    queue: int = 0
+    pid: int | None = None
+    dbus_name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Subscriber:
+    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]], *,
+                 agent: str | None = None, room: str | None = None, since: int = 0) -> None:
+        self.agent = agent
+        self.room = room
+        self._send = send
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._replaying = True
+        self._held: list[Message] = []
+        self._last_id = since
+        self.state = AgentState()
+        self.overflowed = False
+
+    def wants(self, message: Message, deliver_to: tuple[str, ...]) -> bool:
+        if self.agent is not None:
+            return self.agent in deliver_to
+        return self.room is None or message.room == self.room
+
+    def push(self, message: Message) -> None:
+        if self._replaying:
+            self._held.append(message)
+        else:
+            self._enqueue(message)
+
+    def push_frame(self, frame: dict[str, Any]) -> None:
+        self._queue.put_nowait(frame)
+
+    def _enqueue(self, message: Message) -> None:
+        if message.id <= self._last_id:
+            return
+        self._last_id = message.id
+        if self._queue.qsize() >= MAX_QUEUE:
+            # a stalled reader: cut it loose; it replays from its cursor on reconnect
+            self.overflowed = True
+            self._queue.put_nowait(None)
+            return
+        self._queue.put_nowait({"type": "message", "message": message.to_json()})
+
+    def finish_replay(self, replayed: list[Message]) -> None:
+        for message in replayed:
+            self._enqueue(message)
+        self._replaying = False
+        held, self._held = self._held, []
+        for message in held:
+            self._enqueue(message)
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def run_writer(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            if frame is None:
+                return
+            await self._send(frame)
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.agents: dict[str, Subscriber] = {}
+        self.watchers: set[Subscriber] = set()
+        self.on_change: list[Callable[[], None]] = []
+
+    def add(self, sub: Subscriber) -> None:
+        if sub.agent is not None:
+            self.agents[sub.agent] = sub
+        else:
+            self.watchers.add(sub)
+        self._changed()
+
+    def remove(self, sub: Subscriber) -> None:
+        if sub.agent is not None:
+            if self.agents.get(sub.agent) is sub:
+                del self.agents[sub.agent]
+        else:
+            self.watchers.discard(sub)
+        self._changed()
+
+    def online(self, name: str) -> bool:
+        return name in self.agents
+
+    def publish(self, message: Message, deliver_to: tuple[str, ...]) -> None:
+        for name in deliver_to:
+            sub = self.agents.get(name)
+            if sub is not None:
+                sub.push(message)
+        for sub in list(self.watchers):
+            if sub.wants(message, deliver_to):
+                sub.push(message)
+
+    def control(self, name: str, frame: dict[str, Any]) -> bool:
+        sub = self.agents.get(name)
+        if sub is None:
+            return False
+        sub.push_frame(frame)
+        return True
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            callback()
+
+    def close_all(self) -> None:
+        for sub in [*self.agents.values(), *self.watchers]:
+            sub.close()

@@ -1,0 +1,142 @@
+"""The wire contract: messages, names, addressing, WebSocket frames.
+
+Every part of csp speaks these shapes.  A message shown as JSON anywhere (the
+API, ``--json``) has at least ``id``, ``room``, ``from``, ``to``, ``kind``,
+``content`` and ``ts``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import BadRequest
+
+API = "/v1"
+HUMAN = "human"
+ALL = "all"
+KINDS = ("chat", "direct", "system", "output")
+IDENTITY_HEADER = "X-CSP-Agent"
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+RESERVED_NAMES = frozenset({ALL, "system", "room", "everyone"})
+
+
+def now_iso() -> str:
+    """Current time, ISO 8601 UTC with milliseconds and a ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_name(name: str, what: str = "agent name") -> str:
+    """Agent and room names: lowercase, start with a letter, at most 32 characters.
+
+    The rule keeps names safe in D-Bus bus names, tmux targets and file names.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise BadRequest(
+            f"invalid {what} {name!r}: use 1-32 characters a-z, 0-9, '-' or '_', "
+            "starting with a letter"
+        )
+    if what == "agent name" and name in RESERVED_NAMES:
+        raise BadRequest(f"{name!r} is reserved and cannot be an agent name")
+    return name
+
+
+@dataclass(frozen=True)
+class Message:
+    """A stored chat message."""
+
+    id: int
+    room: str
+    sender: str
+    to: list[str]
+    kind: str
+    content: str
+    ts: str
+    hops: int = 0
+    urgent: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "room": self.room,
+            "from": self.sender,
+            "to": list(self.to),
+            "kind": self.kind,
+            "content": self.content,
+            "ts": self.ts,
+            "hops": self.hops,
+            "urgent": self.urgent,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Message:
+        return cls(
+            id=int(data["id"]),
+            room=str(data["room"]),
+            sender=str(data["from"]),
+            to=[str(t) for t in data["to"]],
+            kind=str(data["kind"]),
+            content=str(data["content"]),
+            ts=str(data["ts"]),
+            hops=int(data.get("hops", 0)),
+            urgent=bool(data.get("urgent", False)),
+        )
+
+
+@dataclass
+class Targets:
+    """Who a message goes to, parsed from ``@all``, ``@name`` and ``#room`` words."""
+
+    everyone: bool = False
+    names: list[str] = field(default_factory=list)
+    room: str | None = None
+
+    @property
+    def is_direct(self) -> bool:
+        return bool(self.names) and not self.everyone
+
+
+def parse_targets(words: list[str]) -> Targets:
+    """Parse address words; no address at all means the whole room."""
+    targets = Targets()
+    for word in words:
+        if not isinstance(word, str) or len(word) < 2 or word[0] not in "@#":
+            raise BadRequest(f"invalid address {word!r}: use @all, @name or #room")
+        body = word[1:]
+        if word[0] == "#":
+            if targets.room is not None and targets.room != body:
+                raise BadRequest("a message goes to one room only")
+            targets.room = check_name(body, "room name")
+        elif body == ALL:
+            targets.everyone = True
+        else:
+            name = check_name(body, "recipient") if body != HUMAN else body
+            if name not in targets.names:
+                targets.names.append(name)
+    if not targets.names:
+        targets.everyone = True
+    return targets
+
+
+def split_address_words(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split leading ``@x``/``#x`` words from the rest (the text) of a command line."""
+    addresses: list[str] = []
+    rest = list(args)
+    while rest and len(rest[0]) > 1 and rest[0][0] in "@#" and " " not in rest[0]:
+        addresses.append(rest.pop(0))
+    return addresses, rest
+
+
+MENTION = re.compile(r"(?<![\w@])@([a-z][a-z0-9_-]{0,31})\b")
+
+
+def mentions(text: str) -> list[str]:
+    """Names addressed inside free text (``@codex please review``)."""
+    seen: list[str] = []
+    for name in MENTION.findall(text):
+        if name not in seen:
+            seen.append(name)
+    return seen

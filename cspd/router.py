@@ -1,0 +1,138 @@
+"""Addressing, fan-out decisions and the loop guard.
+
+The router turns "who sent what to whom" into a stored message plus the set of
+agents whose terminals it should reach.  Humans see every message of a room
+through watchers; agents only get what is meant for them:
+
+* ``@all`` / ``#room``: every member of the room but the sender;
+* ``@name``: those agents, members of the room or not;
+* an agent's captured ``output`` reaches other agents only when it mentions
+  them (``@codex``) or the room relays output.
+
+Loop guard: each agent-sent message that would reach other agents counts one
+hop in its room; a human message resets the count.  Past the room's hop limit
+the room stops relaying to agents (humans still see everything) and says so
+once, until a human speaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import GatewayConfig
+from .errors import BadRequest, NotFound, PayloadTooLarge, UnknownRecipient
+from .hub import Hub
+from .protocol import HUMAN, Message, mentions, parse_targets
+from .store import Draft, Store
+
+CLIENT_KINDS = ("chat", "output")
+
+
+@dataclass(frozen=True)
+class Post:
+    sender: str
+    to: list[str]
+    content: str
+    kind: str = "chat"
+    room: str | None = None
+    urgent: bool = False
+
+
+class Router:
+    def __init__(self, store: Store, hub: Hub, config: GatewayConfig) -> None:
+        self.store = store
+        self.hub = hub
+        self.config = config
+        self.known: set[str] = set()
+        self.agent_rooms: dict[str, str] = {}
+
+    async def load(self) -> None:
+        await self.store.ensure_room(self.config.default_room)
+        await self.store.join(self.config.default_room, HUMAN)
+        for agent in await self.store.agents():
+            self.known.add(agent.name)
+            self.agent_rooms[agent.name] = agent.room
+
+    def home_room(self, sender: str) -> str:
+        return self.agent_rooms.get(sender, self.config.default_room)
+
+    async def post(self, post: Post) -> Message:
+        """Validate, store durably, then publish; returns the stored message."""
+        if post.kind not in CLIENT_KINDS:
+            raise BadRequest(f"kind must be one of {', '.join(CLIENT_KINDS)}")
+        if not post.content.strip():
+            raise BadRequest("empty message")
+        size = len(post.content.encode())
+        if size > self.config.max_message_bytes:
+            raise PayloadTooLarge(
+                f"message is {size} bytes; the limit is {self.config.max_message_bytes}",
+                limit=self.config.max_message_bytes)
+        targets = parse_targets(post.to)
+        room_name = targets.room or post.room or self.home_room(post.sender)
+        room = await self.store.room(room_name)
+        if room is None:
+            raise NotFound(f"no room #{room_name}", room=room_name)
+        unknown = [n for n in targets.names if n != HUMAN and n not in self.known]
+        if unknown:
+            raise UnknownRecipient(f"unknown recipient: {', '.join('@' + n for n in unknown)}",
+                                   names=unknown)
+
+        members = await self.store.members(room_name)
+        kind = post.kind
+        if kind == "chat" and targets.is_direct:
+            kind = "direct"
+        deliver = self._recipients(post, targets.everyone, targets.names, members, room.relay)
+        hops = room.hops
+        halted_now = False
+        if post.sender == HUMAN or post.sender not in self.known:
+            hops = 0
+        elif deliver:
+            hops = room.hops + 1
+            limit = room.hop_limit or self.config.hop_limit
+            if hops > limit:
+                halted_now = room.hops == limit
+                deliver = ()
+                hops = room.hops + 1
+        if hops != room.hops:
+            await self.store.update_room(room_name, hops=hops)
+
+        to = ["all"] if targets.everyone else targets.names
+        message = await self.store.append(Draft(
+            room=room_name, sender=post.sender, to=to, kind=kind, content=post.content,
+            deliver_to=deliver, hops=hops, urgent=post.urgent))
+        self.hub.publish(message, deliver)
+        if halted_now:
+            await self.system(room_name, f"relay paused in #{room_name}: {hops - 1} agent-to-agent "
+                              "hops without a human message; agents' messages reach only "
+                              "humans until a human speaks")
+        return message
+
+    def _recipients(self, post: Post, everyone: bool, names: list[str], members: list[str],
+                    relay: bool) -> tuple[str, ...]:
+        agents = [m for m in members if m in self.known]
+        if post.kind == "output":
+            # captured output only goes where it is addressed, unless the room relays
+            if relay:
+                chosen = agents
+            else:
+                chosen = [n for n in mentions(post.content) if n in self.known]
+        elif everyone:
+            chosen = agents + [n for n in names if n not in agents]
+        else:
+            chosen = names
+        return tuple(n for n in dict.fromkeys(chosen) if n != post.sender and n != HUMAN)
+
+    async def system(self, room: str, text: str) -> Message:
+        """A gateway notice in a room: stored, shown to watchers, typed into no terminal."""
+        message = await self.store.append(Draft(room=room, sender="system", to=["all"],
+                                                kind="system", content=text))
+        self.hub.publish(message, ())
+        return message
+
+    async def register(self, name: str, profile: str, room: str, command: str) -> None:
+        if await self.store.room(room) is None:
+            await self.store.ensure_room(room)
+        await self.store.upsert_agent(name, profile, room, command)
+        await self.store.join(room, name)
+        self.known.add(name)
+        self.agent_rooms[name] = room

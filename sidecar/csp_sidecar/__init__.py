@@ -1,0 +1,3 @@
+"""csp-sidecar: a PTY proxy that puts an agent CLI into the group chat."""
+
+from __future__ import annotations
