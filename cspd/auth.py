@@ -8,6 +8,7 @@ when it changes, so ``cspctl token --rotate`` takes effect without a restart.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
@@ -72,10 +73,9 @@ class TokenChecker:
             self._stamp = stamp
 
     def check(self, header: str | None) -> None:
-        try:
+        # keep the last good token if the file is briefly missing
+        with contextlib.suppress(OSError, ConfigError):
             self.refresh()
-        except (OSError, ConfigError):
-            pass  # keep the last good token if the file is briefly missing
         if not header:
             raise Unauthorized("missing token: send 'Authorization: Bearer <token>' "
                                "(the token is in $XDG_RUNTIME_DIR/csp/token)")

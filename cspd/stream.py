@@ -149,6 +149,6 @@ async def close_all(app: web.Application) -> None:
 
 
 def add_routes(app: web.Application) -> None:
-    app[SOCKETS] = weakref.WeakSet()
+    app[SOCKETS] = weakref.WeakSet[web.WebSocketResponse]()
     app.on_shutdown.append(close_all)
     app.router.add_get(f"{API}/stream", stream)
