@@ -143,7 +143,8 @@ async def _handle_frame(gw: Gateway, sub: Subscriber, frame: dict[str, Any]) -> 
 
 async def close_all(app: web.Application) -> None:
     """On shutdown, tell every client to go (it reconnects to the next gateway)."""
-    for ws in list(app[SOCKETS]):
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    for ws in list(sockets):
         with contextlib.suppress(Exception):
             await ws.close(code=1001, message=b"gateway shutting down")
 
