@@ -11,7 +11,9 @@ the moment the sender may be told "accepted".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,8 @@ from typing import Any, TypeVar
 from .protocol import Message, now_iso
 
 T = TypeVar("T")
+
+SQLITE_MAX_INT = 2**63 - 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chat_messages (
@@ -131,6 +135,9 @@ class Store:
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # create the file 0600 before SQLite does: its -wal/-shm companions copy
+        # the database's mode, and they hold message text too
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
@@ -138,7 +145,9 @@ class Store:
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
-        self.path.chmod(0o600)
+        for suffix in ("", "-wal", "-shm"):  # tighten files left by older versions
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self.path}{suffix}").chmod(0o600)
         self._db = db
 
     async def close(self) -> None:
@@ -178,14 +187,33 @@ class Store:
             try:
                 stored = await self._run(self._write_batch, [d for d, _ in batch])
             except Exception as exc:  # the whole transaction failed: nobody is acked
+                if len(batch) > 1:
+                    # one bad message must not fail its neighbours: write each alone
+                    for item in batch:
+                        await self._commit([item])
+                    continue
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            self.batches += 1
-            for (_, fut), message in zip(batch, stored, strict=True):
+            self._resolve(batch, stored)
+
+    async def _commit(self, batch: list[tuple[Draft, asyncio.Future[Message]]]) -> None:
+        try:
+            stored = await self._run(self._write_batch, [d for d, _ in batch])
+        except Exception as exc:
+            for _, fut in batch:
                 if not fut.done():
-                    fut.set_result(message)
+                    fut.set_exception(exc)
+            return
+        self._resolve(batch, stored)
+
+    def _resolve(self, batch: list[tuple[Draft, asyncio.Future[Message]]],
+                 stored: list[Message]) -> None:
+        self.batches += 1
+        for (_, fut), message in zip(batch, stored, strict=True):
+            if not fut.done():
+                fut.set_result(message)
 
     def _write_batch(self, drafts: list[Draft]) -> list[Message]:
         db = self.db
@@ -256,7 +284,8 @@ class Store:
 
     async def ack(self, recipient: str, ids: Iterable[int]) -> int:
         """Drop acknowledged deliveries; returns how many were pending."""
-        pairs = [(recipient, int(i)) for i in ids]
+        # ids SQLite cannot even represent are pending nowhere
+        pairs = [(recipient, int(i)) for i in ids if 0 <= int(i) <= SQLITE_MAX_INT]
 
         def run() -> int:
             with self.db:
