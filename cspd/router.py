@@ -62,7 +62,10 @@ class Router:
             raise BadRequest(f"kind must be one of {', '.join(CLIENT_KINDS)}")
         if not post.content.strip():
             raise BadRequest("empty message")
-        size = len(post.content.encode())
+        try:
+            size = len(post.content.encode())
+        except UnicodeEncodeError:  # lone surrogates from JSON "\ud800": not text
+            raise BadRequest("content is not valid Unicode text") from None
         if size > self.config.max_message_bytes:
             raise PayloadTooLarge(
                 f"message is {size} bytes; the limit is {self.config.max_message_bytes}",
