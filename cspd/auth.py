@@ -22,12 +22,19 @@ def ensure_token(path: Path | None = None) -> str:
     """Read the token, creating it first if there is none."""
     path = path or paths.token_path()
     paths.ensure_private_dir(path.parent)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return read_token(path)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(32) + "\n")
+    # write it aside, then link it into place: link() is exclusive and atomic, so
+    # a racing reader never sees a created-but-still-empty token file
+    tmp = path.with_name(f".token.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink()
     return read_token(path)
 
 
@@ -80,8 +87,9 @@ class TokenChecker:
             raise Unauthorized("missing token: send 'Authorization: Bearer <token>' "
                                "(the token is in $XDG_RUNTIME_DIR/csp/token)")
         scheme, _, value = header.partition(" ")
+        # header text may carry undecodable bytes as surrogates: compare them as bytes
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-                value.strip().encode(), self._token):
+                value.strip().encode("utf-8", "surrogatepass"), self._token):
             raise Unauthorized("wrong token")
 
 
