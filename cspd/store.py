@@ -247,6 +247,9 @@ class Store:
         return await self._run(self._history_sync, room, since, limit)
 
     def _history_sync(self, room: str | None, since: int, limit: int) -> list[Message]:
+        if since >= SQLITE_MAX_INT or limit <= 0:  # nothing is after the largest id
+            return []
+        limit = min(limit, SQLITE_MAX_INT)
         where = ["id > ?"]
         args: list[Any] = [since]
         if room is not None:

@@ -156,3 +156,10 @@ async def test_rooms_members_agents(store: Store) -> None:
     await store.forget_agent("codex")
     assert await store.agents() == [] and await store.members("dev") == []
     assert await store.pending_count("codex") == 0
+
+
+async def test_history_with_out_of_range_arguments(store: Store) -> None:
+    m = await store.append(draft(1))
+    assert await store.history(None, 10**30, 10) == []
+    assert await store.history(None, 0, 10**30) == [m]
+    assert await store.history(None, 0, 0) == []
