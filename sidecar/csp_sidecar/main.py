@@ -1,10 +1,123 @@
-"""Entry point of ``csp-sidecar`` (not built yet)."""
+"""``csp-sidecar``: command line, logging, and the startup order.
+
+The order matters: the name is claimed (gateway, D-Bus) *before* the agent
+starts, so a clash is a clear error instead of an agent running unseen.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
+from typing import Protocol
+
+import click
+
+from cspd import __version__, paths
+from cspd.errors import CspError
+from cspd.protocol import check_name
+
+from .link import NameTaken
+from .profiles import load_profile, profile_for_command
+from .sidecar import Options, Sidecar
+
+EXIT_USAGE = 2
+
+
+def _setup_logging(name: str, verbose: bool) -> None:
+    """Log to a file: the terminal belongs to the agent."""
+    folder = paths.ensure_private_dir(paths.state_dir())
+    logging.basicConfig(
+        filename=folder / f"sidecar-{name}.log",
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _start(options: Options) -> int:
+    sidecar = Sidecar(options)
+    if not await sidecar.link.first_connect():
+        click.echo(f"csp-sidecar: gateway not reachable ({sidecar.link.last_error}); "
+                   "the agent starts anyway and joins when the gateway is up", err=True)
+    bus = await _export_on_bus(sidecar)
+    try:
+        return await sidecar.run()
+    finally:
+        if bus is not None:
+            await bus.close()
+
+
+class BusExport(Protocol):
+    async def close(self) -> None: ...
+
+
+async def _export_on_bus(sidecar: Sidecar) -> BusExport | None:
+    """Claim the agent's D-Bus name (None when there is no session bus)."""
+    try:
+        from . import dbus_service
+    except ImportError:
+        return None
+    export = getattr(dbus_service, "export_agent", None)
+    if export is None:
+        return None
+    result: BusExport | None = await export(sidecar)
+    return result
+
+
+HELP = """Run an agent CLI inside csp: its terminal stays untouched, and it joins
+the group chat as NAME.
+
+\b
+  csp-sidecar --name claude -- claude
+  csp-sidecar --name codex --room backend -- codex --no-alt-screen
+  csp-sidecar --name helper --profile generic -- python3 -i
+
+Group messages are typed into the agent only when it is ready (quiet, its
+prompt on screen) and you have no half-typed line; what the agent says is
+shared with the room.  The profile (how to tell it is ready, how to type into
+it) is chosen from the command's name unless --profile is given; shipped
+profiles: claude, codex, gemini, aider, generic, shell.  Exits with the
+agent's exit status.
+"""
+
+
+@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--name", "-n", required=True, help="The agent's name in the chat (a-z, 0-9, -, _).")
+@click.option("--profile", "-p", "profile_name", help="Profile to use (default: from COMMAND).")
+@click.option("--room", "-r", help="Room to join (default: the gateway's default room).")
+@click.option("--cwd", type=click.Path(exists=True, file_okay=False), help="Run COMMAND here.")
+@click.option("--gateway", "gateway", metavar="ADDR",
+              help="Gateway socket path or http://127.0.0.1:PORT (default: $CSP_GATEWAY "
+                   "or the user's socket).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug detail in the sidecar's log file.")
+@click.version_option(__version__, prog_name="csp-sidecar")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def cli(name: str, profile_name: str | None, room: str | None, cwd: str | None,
+        gateway: str | None, verbose: bool, command: tuple[str, ...]) -> None:
+    try:
+        check_name(name)
+        if room:
+            check_name(room, "room name")
+        profile = load_profile(profile_name) if profile_name else profile_for_command(
+            list(command))
+    except CspError as exc:
+        click.echo(f"csp-sidecar: {exc.message}", err=True)
+        sys.exit(EXIT_USAGE)
+    _setup_logging(name, verbose)
+    options = Options(name=name, profile=profile, command=list(command), room=room, cwd=cwd,
+                      gateway=gateway)
+    try:
+        status = asyncio.run(_start(options))
+    except NameTaken as exc:
+        click.echo(f"csp-sidecar: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except CspError as exc:
+        click.echo(f"csp-sidecar: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except FileNotFoundError as exc:
+        click.echo(f"csp-sidecar: cannot run {command[0]!r}: {exc.strerror}", err=True)
+        sys.exit(127)
+    sys.exit(status)
 
 
 def main() -> None:
-    print("csp-sidecar: not built yet", file=sys.stderr)
-    sys.exit(1)
+    cli()

@@ -1,0 +1,202 @@
+"""The sidecar's connection to the gateway.
+
+One WebSocket registers the agent and brings its messages (pending ones
+first); acks go back once a message has been injected.  Captured output is
+posted over HTTP from an ordered outbox, so output produced while the gateway
+is away is shared afterwards, in order.  When the gateway goes away the link
+reconnects with backoff; the agent keeps working meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from cspd.client import GatewayClient
+from cspd.errors import Conflict, CspError, GatewayUnavailable, Unauthorized
+from cspd.protocol import Message
+
+log = logging.getLogger("csp_sidecar.link")
+
+BACKOFF_START = 0.2
+BACKOFF_MAX = 5.0
+
+
+class NameTaken(Conflict):
+    """Another sidecar is online under this name."""
+
+
+class GatewayLink:
+    def __init__(self, name: str, room: str | None, profile: str, command: str,
+                 on_message: Callable[[Message], None],
+                 on_control: Callable[[str], None],
+                 address: str | None = None) -> None:
+        self.name = name
+        self.room = room
+        self.profile = profile
+        self.command = command
+        self.on_message = on_message
+        self.on_control = on_control
+        self.address = address
+        self.pid: int | None = None
+        self.connected = asyncio.Event()
+        self.outbox: deque[str] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._client: GatewayClient | None = None
+        self._state: dict[str, Any] = {}
+        self._stopping = False
+        self.last_error: str | None = None
+
+    # -- connecting ----------------------------------------------------------
+
+    async def _open(self) -> None:
+        client = GatewayClient(self.address, agent=self.name, timeout=30.0)
+        await client.__aenter__()
+        try:
+            extra = {"profile": self.profile, "command": self.command}
+            if self.pid:
+                extra["pid"] = str(self.pid)
+            ws = await client.stream(agent=self.name, room=self.room, extra=extra)
+        except Conflict:
+            await client.close()
+            raise NameTaken(f"an agent named {self.name!r} is already online; "
+                            "pick another --name") from None
+        except BaseException:
+            await client.close()
+            raise
+        self._client, self._ws = client, ws
+        self.connected.set()
+        self.last_error = None
+        if self._state:
+            await self._send(self._state)
+
+    async def first_connect(self) -> bool:
+        """Try once before the child starts: a taken name is fatal, no gateway is not."""
+        try:
+            await self._open()
+            return True
+        except NameTaken:
+            raise
+        except CspError as exc:
+            self.last_error = exc.message
+            return False
+
+    async def run(self) -> None:
+        """Read frames for as long as the sidecar lives, reconnecting as needed."""
+        backoff = BACKOFF_START
+        while not self._stopping:
+            if self._ws is None:
+                try:
+                    await self._open()
+                    backoff = BACKOFF_START
+                except NameTaken as exc:
+                    self.last_error = exc.message
+                except Unauthorized as exc:
+                    self.last_error = exc.message
+                except CspError as exc:
+                    self.last_error = exc.message
+                if self._ws is None:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    continue
+            await self._read()
+            await self._drop()
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+            async for msg in self._ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                try:
+                    frame = json.loads(msg.data)
+                except ValueError:
+                    continue
+                self._dispatch(frame)
+
+    def _dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "message":
+            try:
+                message = Message.from_json(frame["message"])
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignoring a malformed message frame")
+                return
+            self.on_message(message)
+        elif kind == "control" and isinstance(frame.get("action"), str):
+            self.on_control(frame["action"])
+        elif kind == "error":
+            log.warning("gateway: %s", frame.get("message"))
+
+    async def _drop(self) -> None:
+        self.connected.clear()
+        ws, client = self._ws, self._client
+        self._ws, self._client = None, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self._drop()
+
+    # -- sending -------------------------------------------------------------
+
+    async def _send(self, frame: dict[str, Any]) -> bool:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            await ws.send_str(json.dumps(frame))
+            return True
+        except (aiohttp.ClientError, ConnectionError, RuntimeError):
+            return False
+
+    async def ack(self, ids: list[int]) -> bool:
+        """Acknowledge injected messages; unacked ones come again after a reconnect."""
+        return await self._send({"type": "ack", "ids": ids})
+
+    async def report_state(self, **state: Any) -> None:
+        self._state = {"type": "state", **self._state, **state}
+        self._state["type"] = "state"
+        await self._send(self._state)
+
+    def share(self, text: str) -> None:
+        """Queue captured output for posting; kept in order across outages."""
+        self.outbox.append(text)
+        self._outbox_ready.set()
+
+    async def run_outbox(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            while self.outbox:
+                await self.connected.wait()
+                client = self._client
+                if client is None:
+                    continue
+                try:
+                    await client.send([], self.outbox[0], kind="output", room=self.room)
+                except GatewayUnavailable:
+                    await self._wait_reconnect()
+                    continue
+                except CspError as exc:  # refused for good (too large, ...): drop it
+                    log.warning("output not shared: %s", exc.message)
+                self.outbox.popleft()
+            self._outbox_ready.clear()
+
+    async def _wait_reconnect(self) -> None:
+        # the reader notices the broken connection and clears `connected`
+        while self.connected.is_set() and self._ws is not None and not self._ws.closed:
+            await asyncio.sleep(0.1)
+        await self.connected.wait()

@@ -1,0 +1,134 @@
+"""Per-CLI knowledge, kept in TOML rather than in code paths.
+
+A profile says how to tell that an agent waits for input (prompt and busy
+patterns on the *screen*, not in the raw byte stream), how to type a message
+into it (paste style, submit key, the pause before the submit key), which
+leading characters it treats as commands, and which screen lines are its own
+chrome rather than things it says.  Shipped profiles live next to this module;
+a user's own in ``$XDG_CONFIG_HOME/csp/profiles/NAME.toml`` replace them.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cspd import paths
+from cspd.errors import ConfigError
+
+PASTE_STYLES = ("bracketed", "typed")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str = ""
+    commands: tuple[str, ...] = ()
+    # readiness: output quiet for quiet_ms and (if any) a prompt pattern on screen
+    prompt_patterns: tuple[re.Pattern[str], ...] = ()
+    busy_patterns: tuple[re.Pattern[str], ...] = ()
+    quiet_ms: int = 400
+    # typing a message in
+    paste: str = "bracketed"
+    submit_key: str = "\r"
+    submit_delay_ms: int = 500
+    max_paste_bytes: int = 8000
+    guard_prefixes: str = "!/#"
+    tag_format: str = "[{sender} → {to}] {text}"
+    # capture: screen lines that are the CLI's chrome, and reply markers to strip
+    chrome_patterns: tuple[re.Pattern[str], ...] = ()
+    reply_markers: tuple[str, ...] = ()
+    inject: bool = True
+    capture: bool = True
+    capture_quiet_ms: int = 200
+    chunk_max_chars: int = 4000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def is_agent(self) -> bool:
+        """A profile that must never receive typed chat (a shell) is not an agent."""
+        return self.inject
+
+
+def _compile(path: str, key: str, values: Any) -> tuple[re.Pattern[str], ...]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{path}: '{key}' must be a list of regular expressions")
+    out = []
+    for v in values:
+        try:
+            out.append(re.compile(v))
+        except re.error as exc:
+            raise ConfigError(f"{path}: '{key}': bad pattern {v!r}: {exc}") from None
+    return tuple(out)
+
+
+def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:
+    """Build a profile from a TOML table, naming the file and key on any error."""
+    known = set(Profile.__dataclass_fields__) - {"name", "extra"}
+    kwargs: dict[str, Any] = {"name": name}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key '{key}'")
+        if key.endswith("_patterns"):
+            kwargs[key] = _compile(source, key, value)
+        elif key in ("commands", "reply_markers"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: '{key}' must be a list of strings")
+            kwargs[key] = tuple(value)
+        else:
+            default = Profile.__dataclass_fields__[key].default
+            if type(value) is not type(default):
+                raise ConfigError(f"{source}: '{key}' must be {type(default).__name__}")
+            kwargs[key] = value
+    if kwargs.get("paste", "bracketed") not in PASTE_STYLES:
+        raise ConfigError(f"{source}: 'paste' must be one of {', '.join(PASTE_STYLES)}")
+    if "{text}" not in kwargs.get("tag_format", "{text}"):
+        raise ConfigError(f"{source}: 'tag_format' must contain {{text}}")
+    return Profile(**kwargs)
+
+
+def _user_dir() -> Path:
+    return paths.config_dir() / "profiles"
+
+
+def _load_file(path: Path | Any, name: str) -> Profile:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return parse_profile(name, data, str(path))
+
+
+def shipped_names() -> list[str]:
+    base = resources.files("csp_sidecar") / "profiles"
+    return sorted(p.name[:-5] for p in base.iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name: str) -> Profile:
+    """The user's profile NAME if there is one, else the shipped one."""
+    user = _user_dir() / f"{name}.toml"
+    if user.is_file():
+        return _load_file(user, name)
+    shipped = resources.files("csp_sidecar") / "profiles" / f"{name}.toml"
+    if not shipped.is_file():
+        available = ", ".join(sorted(set(shipped_names()) | _user_names()))
+        raise ConfigError(f"no profile named {name!r} (available: {available})")
+    return _load_file(shipped, name)
+
+
+def _user_names() -> set[str]:
+    d = _user_dir()
+    return {p.stem for p in d.glob("*.toml")} if d.is_dir() else set()
+
+
+def profile_for_command(command: list[str]) -> Profile:
+    """Pick the profile whose ``commands`` list names the program, else ``generic``."""
+    program = Path(command[0]).name if command else ""
+    for name in sorted(_user_names()) + shipped_names():
+        profile = load_profile(name)
+        if program in profile.commands:
+            return profile
+    return load_profile("generic")

@@ -1,0 +1,88 @@
+"""A model of the agent's screen, fed with everything the agent prints.
+
+Readiness and capture look at what is *on screen* (pyte, a VT emulator), not
+at the raw byte stream full of cursor motion and redraws.  Alongside, a tiny
+scanner watches the raw stream for the private modes that matter to
+injection: bracketed paste (``?2004``) and the alternate screen (``?1049``,
+``?47``, ``?1047``), which pyte does not track.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+import pyte
+
+_MODE = re.compile(rb"\x1b\[\?([0-9;]+)([hl])")
+
+
+class CaptureScreen(pyte.Screen):  # type: ignore[misc]
+    """A pyte screen that remembers the lines that scroll off its top."""
+
+    def __init__(self, columns: int, lines: int) -> None:
+        super().__init__(columns, lines)
+        self.scrolled: list[str] = []
+
+    def index(self) -> None:
+        top, bottom = self.margins or (0, self.lines - 1)
+        if self.cursor.y == bottom and top == 0:
+            self.scrolled.append(self._line_text(0))
+            if len(self.scrolled) > 5000:
+                del self.scrolled[:1000]
+        super().index()
+
+    def _line_text(self, y: int) -> str:
+        line = self.buffer[y]
+        return "".join(line[x].data for x in range(self.columns)).rstrip()
+
+
+class ScreenModel:
+    def __init__(self, rows: int, cols: int) -> None:
+        self.screen = CaptureScreen(cols, rows)
+        self.stream = pyte.Stream(self.screen)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._tail = b""
+        self.bracketed_paste = False
+        self.alternate_screen = False
+        self.generation = 0  # bumps on every feed; "has anything changed since"
+
+    def feed(self, data: bytes) -> None:
+        self._scan_modes(data)
+        self.stream.feed(self._decoder.decode(data))
+        self.generation += 1
+
+    def _scan_modes(self, data: bytes) -> None:
+        # keep a short tail so a sequence split across two reads is still seen
+        buf = self._tail + data
+        for match in _MODE.finditer(buf):
+            on = match.group(2) == b"h"
+            for param in match.group(1).split(b";"):
+                if param == b"2004":
+                    self.bracketed_paste = on
+                elif param in (b"1049", b"1047", b"47"):
+                    self.alternate_screen = on
+        self._tail = buf[-16:]
+
+    def resize(self, rows: int, cols: int) -> None:
+        self.screen.resize(rows, cols)
+
+    def lines(self) -> list[str]:
+        """The visible lines, right-trimmed."""
+        return [line.rstrip() for line in self.screen.display]
+
+    @property
+    def cursor_row(self) -> int:
+        return int(self.screen.cursor.y)
+
+    def take_scrolled(self) -> list[str]:
+        out, self.screen.scrolled = self.screen.scrolled, []
+        return out
+
+    def any_line_matches(self, patterns: tuple[re.Pattern[str], ...],
+                         bottom: int | None = None) -> bool:
+        """Does any visible line (only the last ``bottom`` lines, if given) match?"""
+        lines = self.lines()
+        if bottom is not None:
+            lines = lines[-bottom:]
+        return any(p.search(line) for line in lines for p in patterns)

@@ -1,0 +1,92 @@
+"""A small stand-in for an agent CLI, for tests and benchmarks.
+
+It puts its terminal in raw mode, enables bracketed paste, draws a prompt
+(``❯ ``), and records every byte it receives to ``$FAKEAGENT_LOG`` (one JSON
+line per read, so tests can see exactly what arrived and in how many writes).
+On Enter it "thinks" for ``$FAKEAGENT_THINK`` seconds (printing a spinner-like
+line), then answers with ``● reply: <what it was sent>`` and shows the prompt
+again.  Ctrl-C clears the line; Ctrl-D on an empty line exits with status 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import termios
+import time
+import tty
+
+PROMPT = "❯ "
+
+
+def main() -> int:
+    log_path = os.environ.get("FAKEAGENT_LOG")
+    think = float(os.environ.get("FAKEAGENT_THINK", "0.3"))
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    out = sys.stdout
+    log = open(log_path, "a") if log_path else None  # noqa: SIM115
+    try:
+        out.write("\x1b[?2004h" + "fake agent ready\r\n" + PROMPT)
+        out.flush()
+        line = ""
+        in_paste = False
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                return 0
+            text = data.decode("utf-8", "replace")
+            if log:
+                log.write(json.dumps({"t": time.time(), "data": text}) + "\n")
+                log.flush()
+            i = 0
+            while i < len(text):
+                if text.startswith("\x1b[200~", i):
+                    in_paste, i = True, i + 6
+                    continue
+                if text.startswith("\x1b[201~", i):
+                    in_paste, i = False, i + 6
+                    continue
+                ch = text[i]
+                i += 1
+                if in_paste:
+                    line += "\n" if ch == "\r" else ch
+                    out.write("\r\n" if ch == "\r" else ch)
+                elif ch == "\r":
+                    out.write("\r\n")
+                    if line.strip() == "exit":
+                        return 0
+                    if line:
+                        out.write("✻ Thinking… (esc to interrupt)\r")
+                        out.flush()
+                        time.sleep(think)
+                        out.write("\x1b[2K")
+                        for n, part in enumerate(line.split("\n")):
+                            out.write(("● reply: " if n == 0 else "  ") + part + "\r\n")
+                    line = ""
+                    out.write(PROMPT)
+                elif ch == "\x03":
+                    line = ""
+                    out.write("^C\r\n" + PROMPT)
+                elif ch == "\x04" and not line:
+                    return 3
+                elif ch == "\x7f":
+                    if line:
+                        line = line[:-1]
+                        out.write("\b \b")
+                elif ch.isprintable():
+                    line += ch
+                    out.write(ch)
+            out.flush()
+    finally:
+        out.write("\x1b[?2004l")
+        out.flush()
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        if log:
+            log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
