@@ -1,9 +1,9 @@
 """A small stand-in for an agent CLI, for tests and benchmarks.
 
 It puts its terminal in raw mode, enables bracketed paste, draws a prompt
-(``❯ ``), and records every byte it receives to ``$FAKEAGENT_LOG`` (one JSON
+(``❯ ``), and records every byte it receives to ``$FAKECLI_LOG`` (one JSON
 line per read, so tests can see exactly what arrived and in how many writes).
-On Enter it "thinks" for ``$FAKEAGENT_THINK`` seconds (printing a spinner-like
+On Enter it "thinks" for ``$FAKECLI_THINK`` seconds (printing a spinner-like
 line), then answers with ``● reply: <what it was sent>`` and shows the prompt
 again.  Ctrl-C clears the line; Ctrl-D on an empty line exits with status 3.
 """
@@ -21,8 +21,8 @@ PROMPT = "❯ "
 
 
 def main() -> int:
-    log_path = os.environ.get("FAKEAGENT_LOG")
-    think = float(os.environ.get("FAKEAGENT_THINK", "0.3"))
+    log_path = os.environ.get("FAKECLI_LOG")
+    think = float(os.environ.get("FAKECLI_THINK", "0.3"))
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
     tty.setraw(fd)
