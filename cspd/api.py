@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, presence
 from .app import gateway_of, identity, read_json
 from .errors import BadRequest, NotFound
 from .protocol import API, HUMAN, check_name
@@ -104,7 +104,7 @@ async def list_agents(request: web.Request) -> web.Response:
             "dbus_name": state.dbus_name if state else None,
             "last_seen": rec.last_seen,
         })
-    return web.json_response({"agents": out})
+    return web.json_response({"agents": presence.with_bus(request.app, out)})
 
 
 async def forget_agent(request: web.Request) -> web.Response:

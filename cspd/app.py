@@ -43,12 +43,16 @@ class Gateway:
     origins: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
     messages: int = 0
+    # presence.py sets this while it watches the session bus; joined/left then come from it
+    bus_presence: bool = False
 
     def status_text(self) -> str:
         online = len(self.hub.agents)
         agents = "agent" if online == 1 else "agents"
+        presence = ("" if self.bus_presence
+                    else "; no session bus: presence falls back to connections")
         return (f"{online} {agents} online, {self.messages} messages, "
-                f"{len(self.hub.watchers)} watching")
+                f"{len(self.hub.watchers)} watching{presence}")
 
     def update_status(self) -> None:
         self.notifier.status(self.status_text())
@@ -114,7 +118,7 @@ async def read_json(request: web.Request) -> dict[str, object]:
 
 
 def create_app(gw: Gateway, tcp_port: int | None = None) -> web.Application:
-    from . import api, mcp, stream
+    from . import api, mcp, presence, stream
 
     gw.origins = own_origins(tcp_port or gw.config.tcp_port)
     app = web.Application(
@@ -125,6 +129,7 @@ def create_app(gw: Gateway, tcp_port: int | None = None) -> web.Application:
     api.add_routes(app)
     stream.add_routes(app)
     mcp.add_routes(app)
+    presence.install(app)
     return app
 
 

@@ -80,6 +80,11 @@ def disconnect(bus: MessageBus) -> None:
         bus.disconnect()
 
 
+async def disconnected(bus: MessageBus) -> None:
+    """Wait until the connection is closed (by us or by the bus daemon)."""
+    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+
+
 def _error(reply: Message, destination: str) -> CspError:
     """A D-Bus error reply as the matching csp error."""
     name = reply.error_name or ""

@@ -78,7 +78,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         elif since >= 0:
             replay = await gw.store.history(room, since, gw.config.history_limit_max)
         sub.finish_replay(replay)
-        if agent is not None:
+        if agent is not None and not gw.bus_presence:  # else presence.py announces it
             await gw.router.system(home, f"{agent} joined #{home}")
         await _read_frames(gw, ws, sub)
     finally:
@@ -90,7 +90,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         if agent is not None and not gw.hub.online(agent):
             with contextlib.suppress(Exception):
                 await gw.store.touch_agent(agent)
-                await gw.router.system(gw.router.home_room(agent), f"{agent} left")
+                if not gw.bus_presence:  # else presence.py announces it
+                    await gw.router.system(gw.router.home_room(agent), f"{agent} left")
     return ws
 
 

@@ -26,10 +26,10 @@ import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from dbus_fast import DBusError, NameFlag, RequestNameReply
-from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32, DBusUInt64
+from dbus_fast import DBusError, NameFlag, PropertyAccess, RequestNameReply
 from dbus_fast.aio import MessageBus
-from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_method, dbus_property
+from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32, DBusUInt64
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 from cspd import sessionbus
 from cspd.busnames import ERROR_PREFIX, INTERFACE, OBJECT_PATH, BusNameTaken, bus_name
@@ -195,7 +195,7 @@ class AgentBusService:
         bus.unexport(OBJECT_PATH)
         sessionbus.disconnect(bus)
         try:
-            await asyncio.wait_for(bus.wait_for_disconnect(), sessionbus.CALL_TIMEOUT)
+            await asyncio.wait_for(sessionbus.disconnected(bus), sessionbus.CALL_TIMEOUT)
         except Exception as exc:
             log.debug("disconnect: %s", exc)
 
