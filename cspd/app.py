@@ -110,7 +110,7 @@ async def read_json(request: web.Request) -> dict[str, object]:
         raise BadRequest("request body required (JSON object)")
     try:
         data = await request.json()
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+    except (ValueError, LookupError, RecursionError) as exc:  # unknown charset, deep nesting
         raise BadRequest(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")

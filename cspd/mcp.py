@@ -132,7 +132,7 @@ async def _dispatch(request: web.Request, msg: Any) -> dict[str, Any] | None:
 async def mcp_post(request: web.Request) -> web.StreamResponse:
     try:
         body = await request.json()
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+    except (ValueError, LookupError, RecursionError):  # unknown charset, deep nesting
         return web.json_response(_error(None, -32700, "parse error"), status=400)
     session = request.headers.get(SESSION_HEADER) or secrets.token_hex(16)
     headers = {SESSION_HEADER: session}
