@@ -1,0 +1,227 @@
+"""The tmux session of ``cspctl attach``: build it, add agents, end it cleanly.
+
+Panes carry tmux user options so csp can find them again whatever the user did
+to the window: ``@csp_role`` (``chat`` or ``agent``) and ``@csp_agent`` (the
+agent's name).  Agent panes run ``sh -c WRAPPER`` around the sidecar: when the
+agent exits, the wrapper prints why and how to restart it, and the window's
+``remain-on-exit`` keeps the pane (dead) on screen instead of letting it vanish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cspd.errors import Conflict
+
+from .agentsconf import AgentsConfig, AgentSpec, LayoutConfig
+from .layout import layout_string
+from .tmux import NoSession, Pane, Tmux
+
+SIDECAR_ENV = "CSP_SIDECAR"
+# what a pane needs to find the same gateway, bus and config as the cspctl that made it
+PASSED_ENV = ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
+              "CSP_GATEWAY", "CSP_SIDECAR", "DBUS_SESSION_BUS_ADDRESS", "PATH")
+BORDER_FORMAT = "#{?pane_active,#[bold],} #{pane_index}: #{pane_title} #[default]"
+
+# $0 = agent name, $1 = how to restart it, "$@" after shift = the sidecar's argv
+WRAPPER = r"""hint=$1; shift
+"$@"; s=$?
+printf '\033]2;%s · exited (status %s)\033\\' "$0" "$s"
+printf '\n\033[1m[csp] %s exited with status %s.\033[0m\n' "$0" "$s"
+printf '[csp] restart it with:  %s\n' "$hint"
+exit "$s"
+"""
+
+
+def own_command(script: str, module: str) -> list[str]:
+    """How to run one of csp's executables: next to this Python, on PATH, or -m."""
+    beside = Path(sys.executable).parent / script
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    found = shutil.which(script)
+    return [found] if found else [sys.executable, "-m", module]
+
+
+def sidecar_command() -> list[str]:
+    """``$CSP_SIDECAR`` (for development and tests) or the installed csp-sidecar."""
+    override = os.environ.get(SIDECAR_ENV)
+    return shlex.split(override) if override else own_command("csp-sidecar", "csp_sidecar")
+
+
+def chat_command() -> list[str]:
+    return [*own_command("cspctl", "csp_cli"), "chat"]
+
+
+def sidecar_argv(spec: AgentSpec) -> list[str]:
+    argv = [*sidecar_command(), "--name", spec.name]
+    if spec.profile:
+        argv += ["--profile", spec.profile]
+    if spec.room:
+        argv += ["--room", spec.room]
+    return [*argv, "--", *spec.command]
+
+
+def pane_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)}
+
+
+@dataclass
+class Workspace:
+    """One csp session on one tmux server."""
+
+    tmux: Tmux
+    session: str
+    layout: LayoutConfig
+
+    @property
+    def window(self) -> str:
+        return f"={self.session}:"
+
+    def exists(self) -> bool:
+        return self.tmux.has_session(self.session)
+
+    def panes(self) -> list[Pane]:
+        return self.tmux.list_panes(self.session)
+
+    def agent_panes(self) -> list[Pane]:
+        return [p for p in self.panes() if p.role == "agent"]
+
+    def chat_pane(self) -> Pane | None:
+        return next((p for p in self.panes() if p.role == "chat"), None)
+
+    def restart_hint(self, name: str) -> str:
+        argv = ["cspctl", "spawn", name]
+        if self.tmux.socket:
+            argv += ["-L", self.tmux.socket]
+        if self.session != LayoutConfig.session:
+            argv += ["--session", self.session]
+        return shlex.join(argv)
+
+    # -- building ---------------------------------------------------------
+
+    def create(self, agents: Sequence[AgentSpec], width: int, height: int) -> None:
+        env = pane_env()
+        chat = self.tmux.new_session(self.session, chat_command(), width=width, height=height,
+                                     env=env)
+        t = self.tmux
+        t.run("rename-window", "-t", self.window, "csp")
+        # session- and window-scoped only: the user's other sessions keep their settings
+        t.set_option(self.session, "mouse", "on" if self.layout.mouse else "off")
+        t.set_option(self.session, "history-limit", str(self.layout.history_limit))
+        t.set_option(self.window, "pane-border-status", "top", scope="w")
+        t.set_option(self.window, "pane-border-format", BORDER_FORMAT, scope="w")
+        t.set_option(self.window, "remain-on-exit", "on", scope="w")
+        t.set_option(self.window, "automatic-rename", "off", scope="w")
+        t.set_option(chat, "@csp_role", "chat", scope="p")
+        t.set_title(chat, "chat")
+        for spec in agents:
+            self._split_agent(spec, chat)
+        self.relayout()
+        t.run("select-pane", "-t", chat)
+
+    def _split_agent(self, spec: AgentSpec, chat: str) -> str:
+        pane = self.tmux.split(chat, self.agent_argv(spec), env={**pane_env(), **spec.env},
+                               cwd=spec.resolved_cwd())
+        self._mark(pane, spec)
+        return pane
+
+    def _mark(self, pane: str, spec: AgentSpec) -> None:
+        self.tmux.set_option(pane, "@csp_role", "agent", scope="p")
+        self.tmux.set_option(pane, "@csp_agent", spec.name, scope="p")
+        self.tmux.set_title(pane, f"{spec.name} · starting")
+
+    def agent_argv(self, spec: AgentSpec) -> list[str]:
+        return ["sh", "-c", WRAPPER, spec.name, self.restart_hint(spec.name),
+                *sidecar_argv(spec)]
+
+    def relayout(self) -> None:
+        panes = self.panes()
+        chat = next((p for p in panes if p.role == "chat"), panes[0])
+        agents = [p.id for p in panes if p.id != chat.id]
+        size = self.tmux.display(self.window, "#{window_width} #{window_height}").split()
+        width, height = int(size[0]), int(size[1])
+        self.tmux.select_layout(self.window, layout_string(
+            width, height, chat.id, agents, self.layout.chat_height))
+
+    def repair_chat(self) -> bool:
+        """Restart the chat pane if it was quit; True when it had to."""
+        chat = self.chat_pane()
+        if chat is not None and chat.dead:
+            self.tmux.respawn(chat.id, chat_command(), env=pane_env())
+            return True
+        return False
+
+    # -- spawning ---------------------------------------------------------
+
+    def spawn(self, spec: AgentSpec) -> str:
+        """Start ``spec`` in a new pane, or again in its dead pane; return the pane id."""
+        if not self.exists():
+            raise NoSession(f"no csp session {self.session!r} is running; "
+                            "start it with `cspctl attach`")
+        for pane in self.agent_panes():
+            if pane.agent != spec.name:
+                continue
+            if not pane.dead:
+                raise Conflict(f"agent {spec.name!r} is already running in pane {pane.id}",
+                               pane=pane.id)
+            self.tmux.respawn(pane.id, self.agent_argv(spec), env={**pane_env(), **spec.env},
+                              cwd=spec.resolved_cwd())
+            self.tmux.set_title(pane.id, f"{spec.name} · starting")
+            return pane.id
+        chat = self.chat_pane()
+        target = chat.id if chat else self.panes()[0].id
+        new = self._split_agent(spec, target)
+        self.relayout()
+        return new
+
+    # -- ending -----------------------------------------------------------
+
+    def kill(self, timeout: float = 10.0) -> list[str]:
+        """End the agents (SIGHUP, then SIGTERM), then the session.
+
+        SIGHUP is what a closing terminal sends: the sidecar takes it as the
+        cue to end its agent's process group and exit.  Returns the names of
+        agents that had to be forced.
+        """
+        live = [p for p in self.agent_panes() if not p.dead and p.pid > 0]
+        for pane in live:
+            _signal_group(pane.pid, signal.SIGHUP)
+        stubborn = self._wait_dead(live, timeout)
+        for pane in stubborn:
+            _signal_group(pane.pid, signal.SIGTERM)
+        stubborn = self._wait_dead(stubborn, 2.0)
+        with contextlib.suppress(NoSession):
+            self.tmux.kill_session(self.session)
+        return [p.agent for p in stubborn]
+
+    def _wait_dead(self, panes: list[Pane], timeout: float) -> list[Pane]:
+        deadline = time.monotonic() + timeout
+        pending = panes
+        while pending:
+            try:
+                now = {p.id: p for p in self.panes()}
+            except NoSession:
+                return []
+            pending = [p for p in pending if p.id in now and not now[p.id].dead]
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        return pending
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def workspace_for(config: AgentsConfig, socket: str | None, session: str | None) -> Workspace:
+    return Workspace(Tmux(socket), session or config.layout.session, config.layout)
