@@ -15,7 +15,8 @@ from typing import Any
 import tomli_w
 
 from . import paths
-from .errors import ConfigError
+from .errors import BadRequest, ConfigError
+from .protocol import check_name
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,20 @@ def gateway_config(doc: dict[str, Any] | None = None, path: Path | None = None) 
         if field is None:
             raise ConfigError(f"{path}: unknown key gateway.{key}")
         default = getattr(GatewayConfig, key)
-        if isinstance(default, bool) or not isinstance(value, type(default) | int):
+        # a float setting takes an int too; nothing takes a bool (TOML true is not 1)
+        allowed = (float, int) if isinstance(default, float) else (type(default),)
+        if isinstance(value, bool) or not isinstance(value, allowed):
             raise ConfigError(
                 f"{path}: gateway.{key} must be {type(default).__name__}, got {value!r}"
             )
         if isinstance(value, int | float) and value <= 0:
             raise ConfigError(f"{path}: gateway.{key} must be positive, got {value!r}")
         values[key] = type(default)(value)
+    if "tcp_port" in values and values["tcp_port"] > 65535:
+        raise ConfigError(f"{path}: gateway.tcp_port must be at most 65535")
+    if "default_room" in values:
+        try:
+            check_name(values["default_room"], "room name")
+        except BadRequest as exc:
+            raise ConfigError(f"{path}: gateway.default_room: {exc.message}") from None
     return GatewayConfig(**values)

@@ -34,7 +34,7 @@ def check_name(name: str, what: str = "agent name") -> str:
 
     The rule keeps names safe in D-Bus bus names, tmux targets and file names.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):  # '$' alone allows 'a\n'
         raise BadRequest(
             f"invalid {what} {name!r}: use 1-32 characters a-z, 0-9, '-' or '_', "
             "starting with a letter"
