@@ -65,7 +65,7 @@ class Subscriber:
         self._queue.put_nowait(frame)
 
     def _enqueue(self, message: Message) -> None:
-        if message.id <= self._last_id:
+        if message.id <= self._last_id or self.overflowed:  # cut loose: queue no more
             return
         self._last_id = message.id
         if self._queue.qsize() >= MAX_QUEUE:
