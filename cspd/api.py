@@ -44,6 +44,7 @@ async def health(request: web.Request) -> web.Response:
         "agents_online": sorted(gw.hub.agents),
         "watchers": len(gw.hub.watchers),
         "status": gw.status_text(),
+        "store_batches": gw.store.batches,  # group commits so far (see `make bench`)
     })
 
 

@@ -147,3 +147,10 @@ async def test_watcher_with_huge_since_is_served(api: Api) -> None:
     assert frame["type"] in ("pong", "message")
     assert live > 0
     await ws.close()
+
+
+async def test_health_counts_store_batches(api: Api) -> None:
+    await post(api, [], "one")
+    r = await api.client.get("/v1/health", headers=api.headers())
+    body = await r.json()
+    assert body["store_batches"] >= 1 and body["messages"] >= 1
