@@ -97,9 +97,12 @@ def key_line(text: str, table: str, key: str | None, index: int | None = None) -
     for number, line in enumerate(lines, 1):
         m = _HEADER.match(line)
         if m:
-            if inside:
+            header = m.group(1).replace(" ", "")
+            if inside and key and header == f"{table}.{key}":
+                return number  # a sub-table of this entry: [agents.env]
+            if inside and not header.startswith(table + "."):
                 break
-            if m.group(1).replace(" ", "") == table:
+            if header == table:
                 seen += 1
                 if index is None or seen == index:
                     inside, header_line = True, number

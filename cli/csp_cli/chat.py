@@ -144,6 +144,7 @@ class Chat:
         self.backlog = backlog
         self.address = address
         self.last_id = 0
+        self.default_room: str | None = None  # learnt from the gateway
         self.quit = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
         self._client = GatewayClient(address, timeout=10.0)
@@ -211,6 +212,7 @@ class Chat:
         return False
 
     async def _backlog(self) -> None:
+        self.default_room = (await self._client.rooms()).get("default")
         messages = await self._client.history(room=self.room, limit=self.backlog)
         for m in messages:
             self._show(m)
@@ -222,7 +224,11 @@ class Chat:
         if m.id <= self.last_id:
             return  # replayed after a reconnect
         self.last_id = m.id
-        self.view.show(render_message(m, show_room=self.room is None))
+        self.view.show(render_message(m, show_room=self._room_differs(m)))
+
+    def _room_differs(self, m: Message) -> bool:
+        """Watching all rooms, say which room a message is in (unless the usual one)."""
+        return self.room is None and m.room != self.default_room
 
     def _status(self, state: str) -> None:
         self.view.set_status(f"─ {self.where} · {state}",
@@ -263,7 +269,7 @@ class Chat:
             messages = await self._client.history(room=self.room, limit=count)
             self.view.show(render_notice(f"last {len(messages)} messages of {self.where}:"))
             for m in messages:
-                self.view.show(render_message(m, show_room=self.room is None))
+                self.view.show(render_message(m, show_room=self._room_differs(m)))
         elif name in ("pause", "resume"):
             if len(args) != 1:
                 self.view.show(render_notice(f"usage: /{name} NAME", "error"))

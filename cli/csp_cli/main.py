@@ -7,6 +7,9 @@ import click
 from cspd import __version__
 
 from .agents_cmd import agents, interrupt, pause, resume
+from .attach_cmd import attach, kill, spawn
+from .chat_cmd import chat
+from .config_cmd import agents_add, agents_presets, agents_remove, config
 from .gateway_cmd import gateway
 from .messages_cmd import history, send
 from .token_cmd import token
@@ -29,8 +32,12 @@ def cli() -> None:
     """
 
 
-for command in (gateway, send, history, agents, pause, resume, interrupt, token):
+for command in (gateway, send, history, agents, pause, resume, interrupt, token,
+                attach, spawn, kill, chat, config):
     cli.add_command(command)
+agents.add_command(agents_add)
+agents.add_command(agents_remove)
+agents.add_command(agents_presets)
 
 
 def main() -> None:

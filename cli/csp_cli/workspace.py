@@ -33,13 +33,11 @@ PASSED_ENV = ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_
 BORDER_FORMAT = "#{?pane_active,#[bold],} #{pane_index}: #{pane_title} #[default]"
 
 # $0 = agent name, $1 = how to restart it, "$@" after shift = the sidecar's argv
-WRAPPER = r"""hint=$1; shift
-"$@"; s=$?
-printf '\033]2;%s · exited (status %s)\033\\' "$0" "$s"
-printf '\n\033[1m[csp] %s exited with status %s.\033[0m\n' "$0" "$s"
-printf '[csp] restart it with:  %s\n' "$hint"
-exit "$s"
-"""
+WRAPPER = (
+    'hint=$1; shift; "$@"; s=$?; '
+    r"""printf '\033]2;%s · exited (status %s)\033\\\n[csp] %s exited with status %s.\n"""
+    r"""[csp] restart it with:  %s\n' "$0" "$s" "$0" "$s" "$hint"; exit "$s" """.rstrip()
+)
 
 
 def own_command(script: str, module: str) -> list[str]:
@@ -123,8 +121,9 @@ class Workspace:
         t.set_option(self.window, "automatic-rename", "off", scope="w")
         t.set_option(chat, "@csp_role", "chat", scope="p")
         t.set_title(chat, "chat")
-        for spec in agents:
-            self._split_agent(spec, chat)
+        last = chat
+        for spec in agents:  # each after the previous: the window order is the config order
+            last = self._split_agent(spec, last)
         self.relayout()
         t.run("select-pane", "-t", chat)
 
@@ -177,9 +176,7 @@ class Workspace:
                               cwd=spec.resolved_cwd())
             self.tmux.set_title(pane.id, f"{spec.name} · starting")
             return pane.id
-        chat = self.chat_pane()
-        target = chat.id if chat else self.panes()[0].id
-        new = self._split_agent(spec, target)
+        new = self._split_agent(spec, self.panes()[-1].id)
         self.relayout()
         return new
 
