@@ -39,7 +39,9 @@ def systemctl(*args: str, check: bool = True, capture: bool = True,
 
 
 def _no_bus(stderr: str) -> bool:
-    return "Failed to connect to bus" in stderr or "No medium found" in stderr
+    # the last case: a session bus without a user manager on it (dbus-launch, dbus-run-session)
+    return ("Failed to connect to bus" in stderr or "No medium found" in stderr
+            or "org.freedesktop.systemd1" in stderr)
 
 
 def show(unit: str, *props: str) -> dict[str, str]:
