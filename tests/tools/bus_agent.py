@@ -13,6 +13,7 @@ import signal
 import sys
 
 from csp_sidecar.dbus_service import AgentBusService
+
 from cspd.errors import CspError
 from tests.fake_agent import FakeControl
 
