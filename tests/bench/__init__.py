@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): figures, not tests. See :mod:`tests.bench.run`."""
