@@ -23,8 +23,8 @@ from aiohttp import WSMsgType, web
 
 from .app import Gateway, gateway_of
 from .errors import BadRequest, Conflict
-from .hub import Subscriber
-from .protocol import API, check_name
+from .hub import MAX_QUEUE, Subscriber
+from .protocol import API, Message, check_name
 
 log = logging.getLogger("cspd.stream")
 
@@ -68,14 +68,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
         pid = q.get("pid")
         sub.state.pid = int(pid) if pid and pid.isdigit() else None
     gw.hub.add(sub)
-    writer = asyncio.create_task(sub.run_writer())
+    writer = asyncio.create_task(_write_then_hang_up(ws, sub))
     try:
         await send({"type": "hello", "agent": agent, "room": room,
                     "last_id": await gw.store.message_count()})
         replay = []
         if agent is not None:
             replay = await gw.store.pending(agent)
-        elif since >= 0:
+        elif since > 0:
+            replay = await _backlog(gw, room, since)
+        elif since == 0:
             replay = await gw.store.history(room, since, gw.config.history_limit_max)
         sub.finish_replay(replay)
         if agent is not None and not gw.bus_presence:  # else presence.py announces it
@@ -93,6 +95,26 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 if not gw.bus_presence:  # else presence.py announces it
                     await gw.router.system(gw.router.home_room(agent), f"{agent} left")
     return ws
+
+
+async def _backlog(gw: Gateway, room: str | None, since: int) -> list[Message]:
+    """Everything after ``since``: a full page of history is not the end of it."""
+    out: list[Message] = []
+    while len(out) <= MAX_QUEUE:  # past that the subscriber is cut loose anyway
+        page = await gw.store.history(room, since, gw.config.history_limit_max)
+        out.extend(page)
+        if len(page) < gw.config.history_limit_max:
+            break
+        since = page[-1].id
+    return out
+
+
+async def _write_then_hang_up(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+    """Run the writer; if it stopped for a too-slow reader, hang up so that the
+    client reconnects from its cursor instead of waiting on a silent socket."""
+    await sub.run_writer()
+    if sub.overflowed and not ws.closed:
+        await ws.close(message=b"too slow; reconnect to resume")
 
 
 async def _read_frames(gw: Gateway, ws: web.WebSocketResponse, sub: Subscriber) -> None:
