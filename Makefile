@@ -32,11 +32,13 @@ install:
 	@echo "==> creating the environment in $(DESTDIR)$(VENV)"
 	$(PYTHON) -m venv --clear $(DESTDIR)$(VENV)
 	@echo "==> installing csp and its dependencies"
-	$(DESTDIR)$(VENV)/bin/pip install $(PIP_FLAGS) .
+	$(DESTDIR)$(VENV)/bin/pip install $(PIP_FLAGS) $(if $(DESTDIR),--no-compile) .
 	@if [ -n "$(DESTDIR)" ]; then \
 	  echo "==> removing DESTDIR from the environment's scripts"; \
 	  grep -rlI -- '$(DESTDIR)' $(DESTDIR)$(VENV)/bin $(DESTDIR)$(VENV)/pyvenv.cfg | \
 	    xargs -r sed -i 's|$(DESTDIR)||g'; \
+	  echo "==> byte-compiling with the final paths"; \
+	  $(PYTHON) -m compileall -q -f -s '$(DESTDIR)' -p / $(DESTDIR)$(VENV)/lib; \
 	fi
 	install -d -m 755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
 	@for exe in $(EXECUTABLES); do \

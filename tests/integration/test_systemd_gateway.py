@@ -512,12 +512,17 @@ def test_packager_install_with_destdir(installed: Installed, tmp_path: Path) -> 
         assert (dest / "usr/lib/systemd/user" / name).is_file()
     for exe in ("cspd", "csp-sidecar", "cspctl"):
         assert os.readlink(dest / "usr/bin" / exe) == f"/usr/lib/csp/venv/bin/{exe}"
+    # no file (scripts, pyvenv.cfg, units, byte-code) and no symlink names DESTDIR
     leaks = []
-    for path in [*(dest / "usr/lib/csp/venv/bin").iterdir(), dest / "usr/lib/csp/venv/pyvenv.cfg",
-                 *(dest / "usr/lib/systemd/user").iterdir()]:
-        if path.is_file() and not path.is_symlink() and str(dest).encode() in path.read_bytes():
-            leaks.append(path.name)
-    assert not leaks, f"DESTDIR left in {leaks}"
+    for dirpath, dirs, files in os.walk(dest):
+        for name in (*files, *dirs):
+            path = Path(dirpath, name)
+            if path.is_symlink():
+                if str(dest) in os.readlink(path):
+                    leaks.append(str(path.relative_to(dest)))
+            elif path.is_file() and str(dest).encode() in path.read_bytes():
+                leaks.append(str(path.relative_to(dest)))
+    assert not leaks, f"DESTDIR left in {leaks[:10]}"
     shebang = (dest / "usr/lib/csp/venv/bin/cspd").read_text().splitlines()[0]
     assert shebang.startswith("#!/usr/lib/csp/venv/bin/python"), shebang
 
