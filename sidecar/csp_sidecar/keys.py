@@ -21,6 +21,7 @@ class LineTracker:
     def __init__(self) -> None:
         self.buffer: list[str] = []
         self.submitted: list[str] = []  # recent submitted lines, to filter their echo
+        self.submits = 0  # how many times Enter sent a line to the agent
         self._in_paste = False
 
     @property
@@ -73,6 +74,7 @@ class LineTracker:
     def _submit(self) -> None:
         line = "".join(self.buffer).strip()
         self.buffer.clear()
+        self.submits += 1
         if line:
             self.submitted.append(line)
             del self.submitted[:-20]

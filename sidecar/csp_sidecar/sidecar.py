@@ -230,8 +230,7 @@ class Sidecar:
             if self._done.is_set():
                 return
             self.write_child(keys.submit)
-            self._injected_at = time.monotonic()
-            self._injected_gen = self.screen.generation
+            self._expect_reaction()
             self.queue.remove(message)
             if message.id > 0:
                 self.injected_ids.add(message.id)
@@ -313,10 +312,17 @@ class Sidecar:
 
     def _from_human(self, data: bytes) -> None:
         self.write_child(data)
-        was_dirty = self.keys.dirty
+        was_dirty, submits = self.keys.dirty, self.keys.submits
         self.keys.feed(data)
+        if self.keys.submits != submits:
+            # the human just gave the agent work: let it react before typing more in
+            self._expect_reaction()
         if was_dirty and not self.keys.dirty:
             self.try_deliver()
+
+    def _expect_reaction(self) -> None:
+        self._injected_at = time.monotonic()
+        self._injected_gen = self.screen.generation
 
     def _on_child_output(self) -> None:
         assert self.child is not None

@@ -1,0 +1,89 @@
+"""A private tmux server per test, and a pane to type into and read from.
+
+Every server has its own ``-L`` socket name and is killed in teardown, so
+tests never see each other's panes or the user's own tmux.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import CspEnv, require
+from tests.polling import wait_for
+
+
+class TmuxServer:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.socket = f"csp-test-{uuid.uuid4().hex[:10]}"
+        self.env = env
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-L", self.socket, *args], env=self.env, text=True,
+                              capture_output=True, check=check, timeout=20)
+
+    def new_pane(self, command: str, width: int = 100, height: int = 30) -> Pane:
+        """A new session running ``command`` (a shell string) in a pane of its own."""
+        name = f"s{uuid.uuid4().hex[:6]}"
+        env_args: list[str] = []
+        for key in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "PATH",
+                    "DBUS_SESSION_BUS_ADDRESS", "FAKECLI_LOG", "FAKECLI_THINK", "HOME"):
+            if key in self.env:
+                env_args += ["-e", f"{key}={self.env[key]}"]
+        self.run("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),
+                 *env_args, command)
+        self.run("set-option", "-t", name, "remain-on-exit", "on")
+        return Pane(self, f"{name}:0.0")
+
+    def kill(self) -> None:
+        self.run("kill-server", check=False)
+
+
+class Pane:
+    def __init__(self, server: TmuxServer, target: str) -> None:
+        self.server = server
+        self.target = target
+
+    def send(self, *keys: str) -> None:
+        self.server.run("send-keys", "-t", self.target, *keys)
+
+    def type(self, text: str) -> None:
+        self.server.run("send-keys", "-t", self.target, "-l", text)
+
+    def screen(self) -> str:
+        return self.server.run("capture-pane", "-p", "-t", self.target).stdout
+
+    def wait_text(self, text: str, timeout: float = 15.0) -> str:
+        return wait_for(lambda: text in (s := self.screen()) and s, timeout=timeout,
+                        what=f"{text!r} on screen")
+
+    def info(self, fmt: str) -> str:
+        return self.server.run("display-message", "-p", "-t", self.target, fmt).stdout.strip()
+
+    def dead_status(self, timeout: float = 15.0) -> int:
+        """Wait for the pane's command to exit and be reaped; return its exit status.
+
+        tmux marks a pane dead when its terminal closes, and fills in the status
+        only once it has reaped the process, so wait for the status itself.
+        """
+        def status() -> str | None:
+            if self.info("#{pane_dead}") != "1":
+                return None
+            value = self.info("#{pane_dead_status}:#{pane_dead_signal}")
+            return value if value != ":" else None
+
+        code, _, sig = wait_for(status, timeout=timeout,
+                                what="the pane's command to exit").partition(":")
+        return int(code) if code else 128 + int(sig)
+
+
+@pytest.fixture
+def tmux(csp_env: CspEnv) -> Iterator[TmuxServer]:
+    require(shutil.which("tmux") is not None, "tmux is not installed")
+    server = TmuxServer(csp_env.env)
+    yield server
+    server.kill()
