@@ -14,16 +14,21 @@ environment (we started those, and cgroups are not reliable in these VMs).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
 
 from tests.conftest import require
 from tests.polling import wait_for
@@ -226,3 +231,89 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
         return stat.rsplit(")", 1)[1].split()[0] == "Z"
     wait_for(gone, timeout=timeout, what=f"pid {pid} to exit")
 
+
+
+def unit_object_path(unit: str) -> str:
+    """systemd's D-Bus object path for a unit (bus_path_escape)."""
+    escaped = "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in unit)
+    return f"/org/freedesktop/systemd1/unit/{escaped}"
+
+
+class UnitWatch:
+    """Record what the manager says about one unit, as it happens.
+
+    The manager's own log does not reach a file here, so this is how a test sees
+    what the daemon told systemd: it subscribes to the manager on the session
+    bus and keeps every ``PropertiesChanged`` of the unit (``ActiveState``,
+    ``SubState``, ``StatusText`` ...).  A ``STATUS=`` sent in the same datagram as
+    ``RELOADING=1`` or ``STOPPING=1`` shows up together with the state that
+    notification put the unit in.
+    """
+
+    PROPS = ("ActiveState", "SubState", "StatusText", "MainPID")
+
+    def __init__(self, um: UserManager, unit: str) -> None:
+        self.address = um.env["DBUS_SESSION_BUS_ADDRESS"]
+        self.path = unit_object_path(unit)
+        self.changes: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> UnitWatch:
+        self._thread.start()
+        if not self._ready.wait(timeout=15) or self._error is not None:
+            self.__exit__()
+            raise AssertionError(f"cannot watch the user manager on {self.address}: "
+                                 f"{self._error!r}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.changes)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported to the test thread by __enter__
+            self._error = exc
+            self._ready.set()
+
+    def _on_message(self, msg: Message) -> None:
+        if (msg.message_type != MessageType.SIGNAL or msg.member != "PropertiesChanged"
+                or msg.path != self.path):
+            return
+        changed = {k: v.value for k, v in msg.body[1].items() if k in self.PROPS}
+        if changed:
+            with self._lock:
+                self.changes.append(changed)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        bus = await MessageBus(bus_address=self.address).connect()
+        try:
+            bus.add_message_handler(self._on_message)
+            for msg in (
+                Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                        interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+                        body=["type='signal',sender='org.freedesktop.systemd1',"
+                              f"path='{self.path}',member='PropertiesChanged'"]),
+                Message(destination="org.freedesktop.systemd1", path="/org/freedesktop/systemd1",
+                        interface="org.freedesktop.systemd1.Manager", member="Subscribe"),
+            ):
+                reply = await bus.call(msg)
+                if reply is None or reply.message_type == MessageType.ERROR:
+                    raise AssertionError(f"{msg.member}: {reply.body if reply else None}")
+            self._ready.set()
+            await self._stop.wait()
+        finally:
+            bus.disconnect()

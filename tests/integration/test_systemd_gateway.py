@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.polling import wait_for
-from tests.usermanager import UserManager, user_manager, wait_gone
+from tests.usermanager import UnitWatch, UserManager, user_manager, wait_gone
 
 __all__ = ["user_manager"]  # the session fixture, re-exported for pytest
 
@@ -360,6 +360,16 @@ def test_kill_9_then_next_request_activates(gw: Installed) -> None:
         um.ok("daemon-reload")
 
 
+def flat(watch: UnitWatch) -> list[tuple[str, object]]:
+    return [item for change in watch.snapshot() for item in change.items()]
+
+
+def after(seq: list[tuple[str, object]], item: tuple[str, object]) -> list[tuple[str, object]]:
+    """What came after the first ``item`` in ``seq`` (fails if it never came)."""
+    assert item in seq, f"{item} never reported; saw {seq}"
+    return seq[seq.index(item) + 1:]
+
+
 def test_reload_rereads_config_and_notifies(gw: Installed) -> None:
     um = gw.um
     um.ok("start", SERVICE)
@@ -371,20 +381,31 @@ def test_reload_rereads_config_and_notifies(gw: Installed) -> None:
     offset = len(um.log_text())
     try:
         config.write_text("[gateway]\nmax_message_bytes = 100\n")
-        um.ok("reload", "csp-gateway")
+        with UnitWatch(um, SERVICE) as watch:
+            um.ok("reload", "csp-gateway")
 
-        def refused() -> bool:
-            return gw.cspctl("send", "@all", big).returncode == 2
-        wait_for(refused, what="the reloaded limit to refuse a 300-byte message")
-        r = gw.cspctl("send", "@all", big)
-        assert "100" in r.stderr or "large" in r.stderr, r.stderr
+            def ready_again() -> bool:
+                seq = flat(watch)
+                if ("StatusText", "reloading configuration") not in seq:
+                    return False
+                rest = after(seq, ("StatusText", "reloading configuration"))
+                return ("ActiveState", "active") in rest
+            wait_for(ready_again, what="RELOADING=1 then READY=1 to reach systemd")
+        # RELOADING=1 (sent with STATUS=reloading configuration) put the unit in
+        # "reloading"; READY=1 brought it back to "active" with the usual status
+        rest = after(flat(watch), ("StatusText", "reloading configuration"))
+        assert ("ActiveState", "reloading") in rest
+        after(rest, ("ActiveState", "active"))
+        statuses = [v for k, v in rest if k == "StatusText"]
+        assert any(STATUS_RE.match(str(v)) for v in statuses), rest
         assert gw.main_pid() == pid  # reloaded, not restarted
-        # RELOADING=1 was followed by READY=1: systemd is back in "running"
-        wait_for(lambda: um.show(SERVICE, "ActiveState", "SubState")
-                 == {"ActiveState": "active", "SubState": "running"},
-                 what="systemd to see the reload finish")
-        assert "reloaded" in log_since(um, offset)
-        assert STATUS_RE.match(um.prop(SERVICE, "StatusText"))
+
+        r = gw.cspctl("send", "@all", big)
+        assert r.returncode == 2, r.stdout + r.stderr  # the new limit is in force
+        assert "100" in r.stderr or "large" in r.stderr, r.stderr
+        assert "configuration reloaded" in log_since(um, offset)
+        assert um.show(SERVICE, "ActiveState", "SubState") == {
+            "ActiveState": "active", "SubState": "running"}
     finally:
         config.unlink(missing_ok=True)
         um.ok("reload", "csp-gateway")
@@ -397,10 +418,15 @@ def test_stop_is_clean(gw: Installed) -> None:
     um.ok("start", SERVICE)
     pid = gw.main_pid()
     offset = len(um.log_text())
-    um.ok("stop", SERVICE)
+    with UnitWatch(um, SERVICE) as watch:
+        um.ok("stop", SERVICE)
+        wait_for(lambda: ("ActiveState", "inactive") in flat(watch), what="inactive")
     props = um.show(SERVICE, "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
     assert props == {"ActiveState": "inactive", "Result": "success",
                      "ExecMainCode": "1", "ExecMainStatus": "0"}, props
+    # STOPPING=1 went out with STATUS=stopping, before the unit was inactive
+    seq = flat(watch)
+    assert ("ActiveState", "inactive") in after(seq, ("StatusText", "stopping"))
     wait_gone(pid)
     assert "stopping" in log_since(um, offset)
     # the socket stays: the next client starts it again
