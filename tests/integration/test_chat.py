@@ -1,0 +1,137 @@
+"""``cspctl chat`` in a real tmux pane against a real gateway (and real sidecars)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from tests.conftest import REPO, CspEnv, GatewayProcess, require
+from tests.polling import wait_for
+from tests.tmuxtest import TmuxServer, tmux  # noqa: F401  (fixture)
+
+FAKE_CLI = REPO / "tests" / "tools" / "fake_cli.py"
+
+
+class Pane:
+    """A pane of the csp session, by target."""
+
+    def __init__(self, server: TmuxServer, target: str) -> None:
+        self.server = server
+        self.target = target
+
+    def send(self, *keys: str) -> None:
+        self.server.run("send-keys", "-t", self.target, *keys)
+
+    def type(self, text: str) -> None:
+        self.server.run("send-keys", "-t", self.target, "-l", text)
+
+    def screen(self) -> str:
+        return self.server.run("capture-pane", "-p", "-J", "-t", self.target).stdout
+
+    def wait_text(self, text: str, timeout: float = 15.0) -> str:
+        return wait_for(lambda: text in (s := self.screen()) and s, timeout=timeout,
+                        what=f"{text!r} on screen")
+
+    def info(self, fmt: str) -> str:
+        return self.server.run("display-message", "-p", "-t", self.target, fmt).stdout.strip()
+
+
+def history(env: CspEnv) -> list[dict[str, Any]]:
+    r = env.cspctl("history", "--json", "--limit", "200")
+    assert r.returncode == 0, r.stderr
+    result: list[dict[str, Any]] = json.loads(r.stdout)
+    return result
+
+
+def chat_pane(env: CspEnv, server: TmuxServer) -> Pane:
+    """The chat pane of a fresh ``cspctl attach --detached`` session."""
+    r = env.cspctl("attach", "--detached", "-L", server.socket)
+    assert r.returncode == 0, r.stderr
+    pane = Pane(server, "=csp:.0")
+    pane.wait_text("connected")
+    return pane
+
+
+def last_line(pane: Pane) -> str:
+    return [line for line in pane.screen().splitlines() if line.strip()][-1]
+
+
+def test_chat_shows_the_room_and_sends_what_is_typed(
+        csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer) -> None:  # noqa: F811
+    pane = chat_pane(csp_env, tmux)
+    r = csp_env.cspctl("send", "@all", "hello from a script")
+    assert r.returncode == 0, r.stderr
+    pane.wait_text("human: hello from a script")
+
+    pane.type("typed in the chat pane")
+    pane.send("Enter")
+    wait_for(lambda: any(m["content"] == "typed in the chat pane" and m["from"] == "human"
+                         and m["to"] == ["all"] for m in history(csp_env)),
+             what="the typed line in the history")
+    pane.wait_text("human: typed in the chat pane")
+
+    pane.type("/help")
+    pane.send("Enter")
+    pane.wait_text("/pause NAME")
+
+    # a half-typed line survives a message arriving: it stays on the input line
+    pane.type("half typed")
+    assert csp_env.cspctl("send", "@all", "arrives meanwhile").returncode == 0
+    pane.wait_text("human: arrives meanwhile")
+    assert last_line(pane).rstrip() == "> half typed"
+    pane.send("C-u")
+    wait_for(lambda: last_line(pane).rstrip() != "> half typed", what="the line cleared")
+
+    # a control sequence inside a message is shown harmless, not executed
+    assert csp_env.cspctl("send", "@all", "evil\x1b]2;pwned\x07 end").returncode == 0
+    pane.wait_text("human: evil]2;pwned end")
+    assert "pwned" not in pane.info("#{pane_title}")
+
+    # errors from the gateway are shown, not fatal
+    pane.type("/pause nobody")
+    pane.send("Enter")
+    wait_for(lambda: "nobody" in pane.screen() and "pause: sent" not in pane.screen(),
+             what="an error about 'nobody'")
+    pane.type("/quit")
+    pane.send("Enter")
+    # the chat ends (its terminal closes; tmux 3.3a sometimes misses the exit status)
+    wait_for(lambda: pane.info("#{pane_dead}") == "1", what="the chat to end")
+
+
+def test_chat_reconnects_when_the_gateway_restarts(
+        csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer) -> None:  # noqa: F811
+    pane = chat_pane(csp_env, tmux)
+    gateway.stop()
+    pane.wait_text("reconnecting")
+    gateway.start()
+    pane.wait_text("reconnected to the gateway")
+    assert csp_env.cspctl("send", "@all", "after the restart").returncode == 0
+    pane.wait_text("human: after the restart")
+    assert pane.screen().count("human: after the restart") == 1
+
+
+def test_chat_and_agent_round_trip(csp_env: CspEnv, gateway: GatewayProcess,
+                                   tmux: TmuxServer) -> None:  # noqa: F811
+    """Text typed into the chat reaches the agent's PTY; the agent's reply reaches the chat."""
+    require(csp_env.run(sys.executable, "-m", "csp_sidecar", "--help").returncode == 0,
+            "csp-sidecar does not run")
+    log = csp_env.root / "fake_cli.log"
+    csp_env.env["FAKECLI_LOG"] = str(log)
+    csp_env.env["FAKECLI_THINK"] = "0.1"
+    r = csp_env.cspctl("agents", "add", "fake", "--profile", "claude",
+                       "--env", f"FAKECLI_LOG={log}", "--env", "FAKECLI_THINK=0.1",
+                       "--", sys.executable, str(FAKE_CLI))
+    assert r.returncode == 0, r.stderr
+    chat = chat_pane(csp_env, tmux)
+    agent = Pane(tmux, "=csp:.1")
+    agent.wait_text("fake agent ready")
+    chat.wait_text("fake joined")
+    chat.type("@fake please say pineapple")
+    chat.send("Enter")
+    wait_for(lambda: log.exists() and "please say pineapple" in log.read_text(),
+             what="the message in the agent's PTY")
+    agent.wait_text("reply:")
+    chat.wait_text("fake (output)")
+    wait_for(lambda: "please say pineapple" in chat.screen().split("fake (output)", 1)[-1],
+             what="the agent's reply in the chat")
