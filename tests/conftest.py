@@ -21,6 +21,9 @@ import pytest
 
 from tests.polling import wait_for
 
+# fixtures that live in their own modules
+pytest_plugins = ["tests.tmuxtest"]
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -6,10 +6,13 @@ tests never see each other's panes or the user's own tmux.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +32,10 @@ class TmuxServer:
     def new_pane(self, command: str, width: int = 100, height: int = 30) -> Pane:
         """A new session running ``command`` (a shell string) in a pane of its own."""
         name = f"s{uuid.uuid4().hex[:6]}"
+        status_file = Path(tempfile.mkdtemp(prefix="csp-pane-")) / "status"
+        # a shell in between records the exit status: tmux 3.3a now and then misses
+        # the SIGCHLD of a pane's process, leaving pane_dead_status empty
+        command = f"{command}; echo $? > {shlex.quote(str(status_file))}"
         env_args: list[str] = []
         for key in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "PATH",
                     "DBUS_SESSION_BUS_ADDRESS", "FAKECLI_LOG", "FAKECLI_THINK", "HOME"):
@@ -37,16 +44,17 @@ class TmuxServer:
         self.run("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),
                  *env_args, command)
         self.run("set-option", "-t", name, "remain-on-exit", "on")
-        return Pane(self, f"{name}:0.0")
+        return Pane(self, f"{name}:0.0", status_file)
 
     def kill(self) -> None:
         self.run("kill-server", check=False)
 
 
 class Pane:
-    def __init__(self, server: TmuxServer, target: str) -> None:
+    def __init__(self, server: TmuxServer, target: str, status_file: Path) -> None:
         self.server = server
         self.target = target
+        self.status_file = status_file
 
     def send(self, *keys: str) -> None:
         self.server.run("send-keys", "-t", self.target, *keys)
@@ -65,20 +73,17 @@ class Pane:
         return self.server.run("display-message", "-p", "-t", self.target, fmt).stdout.strip()
 
     def dead_status(self, timeout: float = 15.0) -> int:
-        """Wait for the pane's command to exit and be reaped; return its exit status.
+        """Wait for the pane's command to exit; return its exit status."""
+        text = wait_for(lambda: self.status_file.exists() and self.status_file.read_text(),
+                        timeout=timeout, what="the pane's command to exit")
+        return int(text.strip())
 
-        tmux marks a pane dead when its terminal closes, and fills in the status
-        only once it has reaped the process, so wait for the status itself.
-        """
-        def status() -> str | None:
-            if self.info("#{pane_dead}") != "1":
-                return None
-            value = self.info("#{pane_dead_status}:#{pane_dead_signal}")
-            return value if value != ":" else None
-
-        code, _, sig = wait_for(status, timeout=timeout,
-                                what="the pane's command to exit").partition(":")
-        return int(code) if code else 128 + int(sig)
+    @property
+    def pid(self) -> int:
+        """The pid of the pane's command (the child of the recording shell)."""
+        shell = int(self.info("#{pane_pid}"))
+        children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+        return int(children[0]) if children else shell
 
 
 @pytest.fixture

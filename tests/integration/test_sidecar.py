@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO, CspEnv, GatewayProcess
 from tests.polling import wait_for
-from tests.tmuxtest import Pane, TmuxServer, tmux  # noqa: F401  (fixture)
+from tests.tmuxtest import Pane, TmuxServer
 
 FAKE_CLI = REPO / "tests" / "tools" / "fake_cli.py"
 SIDECAR = [sys.executable, "-m", "csp_sidecar"]
@@ -228,7 +228,7 @@ def test_sidecar_sigterm_ends_the_agent(csp_env: CspEnv, gateway: GatewayProcess
                                      f"trap '' HUP; echo $$ > {pidfile}; echo up; "
                                      "while :; do sleep 1; done"))
     pane.wait_text("up")
-    sidecar_pid = int(pane.info("#{pane_pid}"))
+    sidecar_pid = pane.pid
     os.kill(sidecar_pid, signal.SIGTERM)
     assert pane.dead_status() == 128 + signal.SIGTERM  # the agent's own end
     wait_for(lambda: not _alive(int(pidfile.read_text())), what="the agent to be gone")
@@ -259,7 +259,7 @@ def test_full_screen_programs_look_the_same(csp_env: CspEnv, gateway: GatewayPro
                             width=80, height=24)
     for pane in (plain, wrapped):
         pane.wait_text("line 10 of the sample")
-        pane.send("G" if program[0] == "less" else "G")
+        pane.send("G")  # both vim and less: go to the end
     wait_for(lambda: plain.screen() == wrapped.screen() and "line 199" in plain.screen(),
              what="identical screens after G")
     for pane in (plain, wrapped):
