@@ -44,6 +44,8 @@ class Router:
         self.hub = hub
         self.config = config
         self.known: set[str] = set()
+        self._hops: dict[str, int] = {}  # agent hops since the last human message, per room
+        self._halted: set[str] = set()  # rooms whose relay the loop guard has stopped
         self.agent_rooms: dict[str, str] = {}
 
     async def load(self) -> None:
@@ -85,17 +87,8 @@ class Router:
         if kind == "chat" and targets.is_direct:
             kind = "direct"
         deliver = self._recipients(post, targets.everyone, targets.names, members, room.relay)
-        hops = room.hops
-        halted_now = False
-        if post.sender == HUMAN or post.sender not in self.known:
-            hops = 0
-        elif deliver:
-            hops = room.hops + 1
-            limit = room.hop_limit or self.config.hop_limit
-            if hops > limit:
-                halted_now = room.hops == limit
-                deliver = ()
-                hops = room.hops + 1
+        hops, deliver, halted_now = self._count_hop(room_name, room.hops, room.hop_limit,
+                                                    post.sender, deliver)
         if hops != room.hops:
             await self.store.update_room(room_name, hops=hops)
 
@@ -105,10 +98,33 @@ class Router:
             deliver_to=deliver, hops=hops, urgent=post.urgent))
         self.hub.publish(message, deliver)
         if halted_now:
-            await self.system(room_name, f"relay paused in #{room_name}: {hops - 1} agent-to-agent "
+            limit = room.hop_limit or self.config.hop_limit
+            await self.system(room_name, f"relay paused in #{room_name}: {limit} agent-to-agent "
                               "hops without a human message; agents' messages reach only "
                               "humans until a human speaks")
         return message
+
+    def _count_hop(self, room: str, stored_hops: int, hop_limit: int | None, sender: str,
+                   deliver: tuple[str, ...]) -> tuple[int, tuple[str, ...], bool]:
+        """Loop guard bookkeeping; synchronous, so concurrent posts cannot undercount.
+
+        Returns the message's hop count, who it is still delivered to, and whether
+        this message is the one that stops the relay (to say so once).
+        """
+        hops = self._hops.setdefault(room, stored_hops)
+        if sender == HUMAN or sender not in self.known:
+            self._hops[room] = 0
+            self._halted.discard(room)
+            return 0, deliver, False
+        if not deliver:
+            return hops, deliver, False
+        hops += 1
+        self._hops[room] = hops
+        if hops <= (hop_limit or self.config.hop_limit):
+            return hops, deliver, False
+        halted_now = room not in self._halted
+        self._halted.add(room)
+        return hops, (), halted_now
 
     def _recipients(self, post: Post, everyone: bool, names: list[str], members: list[str],
                     relay: bool) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -125,6 +126,24 @@ async def test_loop_guard_halts_after_hop_limit(router: Router) -> None:
     assert human.hops == 0
     again = await router.post(Post("codex", ["@claude"], "resumed"))
     assert again.hops == 1 and again.id in await pending(router, "claude")
+
+
+async def test_concurrent_agent_posts_each_count_a_hop(router: Router) -> None:
+    posts = [Post("claude" if i % 2 else "codex", ["@gemini"], f"burst {i}") for i in range(6)]
+    sent = await asyncio.gather(*(router.post(p) for p in posts))
+    assert sorted(m.hops for m in sent) == [1, 2, 3, 4, 5, 6]
+    notices = [m for m in await router.store.history(None, 0, 100) if m.kind == "system"]
+    assert len(notices) == 1  # the relay stops once, and says so once
+
+
+async def test_lowering_the_hop_limit_still_announces_the_stop(router: Router) -> None:
+    for i in range(2):
+        await router.post(Post("claude", ["@codex"], f"hop {i}"))
+    await router.store.update_room("main", hop_limit=1)
+    late = await router.post(Post("codex", ["@claude"], "over the new limit"))
+    assert late.id not in await pending(router, "claude")
+    notices = [m for m in await router.store.history(None, 0, 100) if m.kind == "system"]
+    assert len(notices) == 1 and "relay paused" in notices[0].content
 
 
 async def test_output_reaches_only_mentioned_agents(router: Router) -> None:
