@@ -51,7 +51,7 @@ def ensure_gateway(timeout: float = 10.0) -> str:
         why = exc.message.splitlines()[0]
     except CspError as exc:  # e.g. the units are not installed
         why = exc.message
-    deadline = time.monotonic() + (timeout if how == "systemd" else 2.0)
+    deadline = time.monotonic() + (timeout if how == "systemd" else 0.3)
     while not asyncio.run(_answers()):
         if time.monotonic() > deadline:
             hint = ("start it with `cspctl gateway start`" if how == "systemd" else

@@ -50,16 +50,14 @@ def wrap(text: str, width: int, first_width: int | None = None) -> list[str]:
     for para in text.expandtabs(4).split("\n"):
         line, used = "", 0
         for word in re.findall(r"\S+\s*|\s+", para) or [""]:
-            w = text_width(word)
             if used + text_width(word.rstrip()) <= limit:
-                line, used = line + word, used + w
+                line, used = line + word, used + text_width(word)
                 continue
             if line.strip():
                 lines.append(line.rstrip())
                 limit = width
-                line, used = "", 0
-                word = word.lstrip()
-                w = text_width(word)
+            line, used = "", 0  # a new line starts with a word, not with spaces
+            word = word.lstrip()
             while text_width(word.rstrip()) > limit - used:  # a word longer than a line
                 cut, cells = 0, 0
                 while cut < len(word) and cells + char_width(word[cut]) <= limit - used:
