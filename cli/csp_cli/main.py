@@ -11,6 +11,7 @@ from .attach_cmd import attach, kill, spawn
 from .chat_cmd import chat
 from .config_cmd import agents_add, agents_presets, agents_remove, config
 from .gateway_cmd import gateway
+from .mcp_cmd import mcp
 from .messages_cmd import history, send
 from .token_cmd import token
 
@@ -33,7 +34,7 @@ def cli() -> None:
 
 
 for command in (gateway, send, history, agents, pause, resume, interrupt, token,
-                attach, spawn, kill, chat, config):
+                attach, spawn, kill, chat, config, mcp):
     cli.add_command(command)
 agents.add_command(agents_add)
 agents.add_command(agents_remove)

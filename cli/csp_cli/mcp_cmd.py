@@ -1,0 +1,91 @@
+"""``cspctl mcp``: a stdio MCP server that bridges to the gateway's ``/mcp``.
+
+MCP clients that only speak stdio (most agent CLIs' ``mcpServers`` entries)
+run ``cspctl mcp``; each JSON-RPC line read from stdin is posted to the
+gateway and the answer written back as one line.  The agent's identity comes
+from the sidecar's environment (``CSP_AGENT``), never from a tool argument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import aiohttp
+import click
+
+from cspd.client import GatewayClient, default_identity
+from cspd.errors import CspError
+
+from .runner import coro_command
+
+MCP_HELP = """Serve the csp group chat to an MCP client over stdio.
+
+\b
+Add it to an agent CLI, e.g. for Claude Code:
+  claude mcp add csp -- cspctl mcp
+Tools: post_message, read_messages, list_agents.  Inside csp-sidecar the
+agent speaks as itself (CSP_AGENT); elsewhere as 'human' or --as NAME.
+"""
+
+
+@click.command("mcp", help=MCP_HELP)
+@click.option("--as", "as_name", metavar="NAME", help="Speak as NAME instead of $CSP_AGENT.")
+@coro_command
+async def mcp(as_name: str | None) -> None:
+    loop = asyncio.get_running_loop()
+    session: str | None = None
+    async with GatewayClient(agent=as_name or default_identity()) as client:
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                return
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+            except ValueError:
+                _write({"jsonrpc": "2.0", "id": None,
+                        "error": {"code": -32700, "message": "parse error"}})
+                continue
+            answer, session = await _forward(client, request, session)
+            if answer is not None:
+                _write(answer)
+
+
+async def _forward(client: GatewayClient, request: Any,
+                   session: str | None) -> tuple[Any, str | None]:
+    headers = client.headers()
+    headers["Accept"] = "application/json, text/event-stream"
+    if session:
+        headers["Mcp-Session-Id"] = session
+    try:
+        async with client.session.post(client.base_url + "/mcp", json=request,
+                                       headers=headers) as resp:
+            session = resp.headers.get("Mcp-Session-Id", session)
+            if resp.status == 202:
+                return None, session
+            body = await resp.json(content_type=None)
+            if resp.status >= 400 and isinstance(body, dict) and "jsonrpc" not in body:
+                raise CspError(str(body.get("message", f"HTTP {resp.status}")))
+            return body, session
+    except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:
+        rid = request.get("id") if isinstance(request, dict) else None
+        unavailable = client.unavailable(exc)
+        return ({"jsonrpc": "2.0", "id": rid,
+                 "error": {"code": -32000, "message": unavailable.message}}
+                if rid is not None else None), session
+    except (CspError, ValueError) as exc:
+        rid = request.get("id") if isinstance(request, dict) else None
+        message = exc.message if isinstance(exc, CspError) else str(exc)
+        if rid is None:
+            return None, session
+        return {"jsonrpc": "2.0", "id": rid,
+                "error": {"code": -32000, "message": f"csp gateway: {message}"}}, session
+
+
+def _write(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
