@@ -89,6 +89,8 @@ def first_run(interactive: bool) -> list[AgentSpec]:
         return []
     if not click.confirm(f"No agents are configured. Add {names} (found on PATH)?",
                          default=True, err=True):
+        click.echo("Starting with the chat only; add an agent with "
+                   "`cspctl agents add NAME [-- COMMAND]`, then `cspctl spawn NAME`.", err=True)
         return []
     specs = []
     for p in found:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.conftest import CspEnv, GatewayProcess, require
@@ -206,3 +210,82 @@ def test_bad_config_names_file_line_and_key(csp_env: CspEnv,
     r = attach(csp_env, tmux)
     assert r.returncode == 2
     assert f"{csp_env.config}:7: agents[1].command" in r.stderr
+
+
+class _Server:
+    """A second private tmux server, for tests that nest one inside the other."""
+
+    def __init__(self, env: CspEnv) -> None:
+        self.socket = f"csp-test-{uuid.uuid4().hex[:10]}"
+        self.env = env
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.env.run("tmux", "-L", self.socket, *args)
+
+    def new_session(self, name: str, command: str) -> None:
+        env_args: list[str] = []
+        for key in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "PATH", "HOME"):
+            if key in self.env.env:
+                env_args += ["-e", f"{key}={self.env.env[key]}"]
+        r = self.run("new-session", "-d", "-s", name, "-x", "120", "-y", "40", *env_args,
+                     command)
+        assert r.returncode == 0, r.stderr
+
+    def client_sessions(self) -> list[str]:
+        return self.run("list-clients", "-F", "#{client_session}").stdout.split()
+
+
+@pytest.fixture
+def inner(csp_env: CspEnv) -> Iterator[_Server]:
+    server = _Server(csp_env)
+    yield server
+    server.run("kill-server")
+
+
+CSPCTL = f"{shlex.quote(sys.executable)} -m csp_cli"
+
+
+def test_attach_from_a_terminal_attaches_it(csp_env: CspEnv, gateway: GatewayProcess,
+                                            tmux: TmuxServer,  # noqa: F811
+                                            inner: _Server) -> None:
+    """Run in a terminal (a pane of another tmux), attach takes it over: nesting."""
+    add_agent(csp_env, "one", "cat")  # configured: no first-run question
+    outer = _Server(csp_env)
+    outer.socket = tmux.socket
+    outer.new_session("term", f"{CSPCTL} attach -L {inner.socket}")
+    wait_for(lambda: inner.client_sessions() == ["csp"], what="a client on the csp session")
+    wait_for(lambda: "connected" in tmux.run("capture-pane", "-p", "-t", "=term:").stdout,
+             what="the chat on the outer terminal")
+    # from inside tmux on the same server, attach switches the client instead of nesting
+    inner.new_session("work", "bash --norc")
+    outer.new_session("term2", f"env -u TMUX tmux -L {inner.socket} attach -t work")
+    wait_for(lambda: sorted(inner.client_sessions()) == ["csp", "work"], what="two clients")
+    inner.run("send-keys", "-t", "=work:", "-l", f"{CSPCTL} attach -L {inner.socket}")
+    inner.run("send-keys", "-t", "=work:", "Enter")
+    wait_for(lambda: inner.client_sessions() == ["csp", "csp"], what="the client switched")
+    sessions = inner.run("list-sessions", "-F", "#{session_name}").stdout.split()
+    assert sorted(sessions) == ["csp", "work"]
+
+
+def test_interactive_first_run_adds_the_found_clis(
+        csp_env: CspEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+    from csp_cli import attach_cmd
+    from csp_cli.presets import PRESETS
+    monkeypatch.setenv("XDG_CONFIG_HOME", csp_env.env["XDG_CONFIG_HOME"])
+    monkeypatch.setattr(attach_cmd.presets, "installed",
+                        lambda: [PRESETS["claude"], PRESETS["aider"]])
+
+    @click.command()
+    def first() -> None:
+        specs = attach_cmd.first_run(interactive=True)
+        click.echo(",".join(s.name for s in specs))
+
+    result = CliRunner().invoke(first, input="y\n")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("claude,aider")
+    assert "--skip-permissions" in result.output  # offered, not applied
+    assert csp_env.cspctl("config", "show", "--json").stdout.count('"--') == 0
+    declined = CliRunner().invoke(first, input="n\n")
+    assert "cspctl agents add NAME" in declined.output
+    assert declined.output.splitlines()[-1] == ""  # nothing added
