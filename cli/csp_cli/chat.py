@@ -391,21 +391,29 @@ class PlainView:
 
 
 async def run_plain(room: str | None, address: str | None = None) -> None:
-    """Line mode: messages on stdout, commands and text from stdin, one per line."""
+    """Line mode: messages on stdout, commands and text from stdin, one per line.
+
+    At the end of stdin it leaves once what was read has been sent.
+    """
     colour = sys.stdout.isatty()
     view = PlainView(lambda s: click.echo(s, color=colour))
     chat = Chat(view, room, address=address)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-    async def read_lines() -> None:
-        while line := await reader.readline():
-            await chat.submit(line.decode(errors="replace").rstrip("\n"))
-        chat.quit.set()
-
-    task = asyncio.create_task(read_lines())
+    task = asyncio.create_task(_read_stdin_lines(chat))
     try:
         await chat.run()
     finally:
         task.cancel()
+
+
+async def _read_stdin_lines(chat: Chat) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except ValueError:  # a regular file: reading it never blocks
+        for line in sys.stdin.read().splitlines():
+            await chat.submit(line)
+    else:
+        while (line := await reader.readline()) and not chat.quit.is_set():
+            await chat.submit(line.decode(errors="replace").rstrip("\n"))
+    chat.quit.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from typing import Any
 
@@ -135,3 +136,19 @@ def test_chat_and_agent_round_trip(csp_env: CspEnv, gateway: GatewayProcess,
     chat.wait_text("fake (output)")
     wait_for(lambda: "please say pineapple" in chat.screen().split("fake (output)", 1)[-1],
              what="the agent's reply in the chat")
+
+
+def test_plain_mode_reads_lines_from_a_pipe(csp_env: CspEnv, gateway: GatewayProcess) -> None:
+    r = csp_env.cspctl("chat", input="/help\nhi from a pipe\n@nobody direct\n")
+    assert r.returncode == 0, r.stderr
+    assert "/pause NAME" in r.stdout
+    assert "unknown" in r.stdout.lower() and "nobody" in r.stdout  # the error, shown
+    assert [m["content"] for m in history(csp_env) if m["from"] == "human"] == [
+        "hi from a pipe"]
+    path = csp_env.root / "lines.txt"
+    path.write_text("from a file\n")
+    with open(path) as fh:
+        done = subprocess.run([sys.executable, "-m", "csp_cli", "chat"], stdin=fh,
+                              env=csp_env.env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "from a file" in [m["content"] for m in history(csp_env)]
