@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -172,6 +173,9 @@ def test_kill_ends_agents_and_session(csp_env: CspEnv, gateway: GatewayProcess,
 def _fake_cli_dir(root: Path, names: tuple[str, ...]) -> str:
     bin_dir = root / "bin"
     bin_dir.mkdir()
+    tmux_exe = shutil.which("tmux")
+    assert tmux_exe
+    (bin_dir / "tmux").symlink_to(tmux_exe)  # the only other program attach looks up
     for name in names:
         exe = bin_dir / name
         exe.write_text("#!/bin/sh\nexec cat\n")
@@ -182,7 +186,7 @@ def _fake_cli_dir(root: Path, names: tuple[str, ...]) -> str:
 @pytest.mark.parametrize("found", [("claude", "gemini"), ()])
 def test_first_run_without_agents(csp_env: CspEnv, gateway: GatewayProcess,
                                   tmux: TmuxServer, found: tuple[str, ...]) -> None:  # noqa: F811
-    path = _fake_cli_dir(csp_env.root, found) + ":/usr/bin:/bin"
+    path = _fake_cli_dir(csp_env.root, found)  # nothing else: real CLIs may be installed
     r = csp_env.cspctl("attach", "--detached", "-L", tmux.socket, extra_env={"PATH": path})
     assert r.returncode == 0, r.stderr
     if found:
