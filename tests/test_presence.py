@@ -87,9 +87,11 @@ def stand_ins(csp_env: CspEnv) -> Iterator[StandIns]:
 @pytest.fixture
 def bus_gateway(on_bus: CspEnv) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(on_bus)
-    gw.start()
-    yield gw
-    gw.stop()
+    try:  # stop() also when start() times out, so no cspd outlives the test
+        gw.start()
+        yield gw
+    finally:
+        gw.stop()
 
 
 def system_lines(env: CspEnv, room: str | None = None) -> list[str]:
@@ -133,8 +135,8 @@ def test_agents_already_on_the_bus_join_when_the_gateway_starts(
         on_bus: CspEnv, stand_ins: StandIns) -> None:
     stand_ins.start("early-bird", "dev")
     gw = GatewayProcess(on_bus)
-    gw.start()
     try:
+        gw.start()
         wait_for(lambda: "early-bird joined #dev" in system_lines(on_bus, "dev"),
                  what="the join of an agent that was there first")
     finally:
@@ -162,8 +164,8 @@ async def test_stream_connection_posts_no_duplicate_joins_while_the_bus_is_up(
 
 def test_without_a_bus_presence_falls_back_to_connections(off_bus: CspEnv) -> None:
     gw = GatewayProcess(off_bus)
-    gw.start()
     try:
+        gw.start()
         status = json.loads(off_bus.cspctl("gateway", "status", "--json").stdout)
         assert "presence falls back to connections" in json.dumps(status)
 
