@@ -3,10 +3,11 @@
 Interface ``io.csp.Agent1`` (see docs/dbus.md):
 
 * properties (read-only, every change announced with ``PropertiesChanged``):
-  ``Name`` s, ``Profile`` s, ``Room`` s, ``Command`` as, ``Pid`` u (the child's;
-  0 before it starts), ``State`` s (starting, ready, busy, paused, exited),
-  ``QueueLength`` u, ``LastActivity`` t (microseconds since the Unix epoch, the
-  unit systemd uses for its timestamps; 0 = never);
+  ``Name`` s, ``Profile`` s, ``Room`` s ("" = the gateway's default room),
+  ``Command`` as, ``Pid`` u (the child's; 0 before it starts), ``State`` s
+  (starting, ready, busy, paused, exited), ``QueueLength`` u, ``LastActivity`` t
+  (microseconds since the Unix epoch, the unit systemd uses for its timestamps;
+  0 = never);
 * methods: ``Pause()``, ``Resume()``, ``Inject(s text)``, ``Interrupt()``.
 
 The interface only talks to an :class:`~csp_sidecar.control.AgentControl`, so
@@ -200,6 +201,11 @@ class AgentBusService:
             log.debug("disconnect: %s", exc)
 
 
+    async def close(self) -> None:
+        """What csp_sidecar.main calls on the way out."""
+        await self.stop()
+
+
 async def _owner_or_unknown(bus: MessageBus, name: str) -> str:
     try:
         return await sessionbus.name_owner(bus, name) or "a process that just left"
@@ -221,3 +227,8 @@ async def publish(control: AgentControl, address: str | None = None) -> AgentBus
                     "connection)", exc.message)
         return None
     return service
+
+
+async def export_agent(control: AgentControl) -> AgentBusService | None:
+    """The hook csp_sidecar.main calls before starting the child (see :func:`publish`)."""
+    return await publish(control)
