@@ -36,7 +36,8 @@ def render_text(message: Message, profile: Profile) -> str:
     body = strip_controls(message.content).strip("\n")
     text = profile.tag_format.format(sender=strip_controls(message.sender),
                                      to=address_label(message), text=body)
-    return guard(text, profile.guard_prefixes)
+    # the format comes from a (user's) profile: the whole is cleaned, not just the parts
+    return guard(strip_controls(text), profile.guard_prefixes)
 
 
 def guard(text: str, prefixes: str) -> str:
@@ -60,7 +61,8 @@ def spill_to_file(agent: str, message: Message, text: str) -> Path:
     """Write a message too long to paste to a private file the agent can read."""
     folder = paths.ensure_private_dir(paths.runtime_dir() / "messages" / agent)
     path = folder / f"message-{message.id}.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file already there
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text + "\n")
     return path
@@ -71,9 +73,9 @@ def keystrokes_for(message: Message, profile: Profile, agent: str,
     text = render_text(message, profile)
     if len(text.encode()) > profile.max_paste_bytes:
         path = spill_to_file(agent, message, text)
-        text = guard(profile.tag_format.format(
+        text = guard(strip_controls(profile.tag_format.format(
             sender=strip_controls(message.sender), to=address_label(message),
-            text=f"a long message ({len(text.encode())} bytes) is in {path} - please read it"),
+            text=f"a long message ({len(text.encode())} bytes) is in {path} - please read it")),
             profile.guard_prefixes)
     if bracketed_paste and profile.paste == "bracketed":
         body = text.replace("\n", "\r").encode()
