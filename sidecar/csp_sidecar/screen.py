@@ -15,6 +15,7 @@ import re
 import pyte
 
 _MODE = re.compile(rb"\x1b\[\?([0-9;]+)([hl])")
+_PARTIAL = re.compile(rb"\x1b(\[(\?[0-9;]{0,64})?)?\Z")  # the start of a _MODE, cut off
 
 
 class CaptureScreen(pyte.Screen):  # type: ignore[misc]
@@ -53,16 +54,19 @@ class ScreenModel:
         self.generation += 1
 
     def _scan_modes(self, data: bytes) -> None:
-        # keep a short tail so a sequence split across two reads is still seen
+        # a sequence cut off at the end of a read is kept and completed by the next one
         buf = self._tail + data
+        end = 0
         for match in _MODE.finditer(buf):
+            end = match.end()
             on = match.group(2) == b"h"
             for param in match.group(1).split(b";"):
                 if param == b"2004":
                     self.bracketed_paste = on
                 elif param in (b"1049", b"1047", b"47"):
                     self.alternate_screen = on
-        self._tail = buf[-16:]
+        esc = buf.rfind(b"\x1b", end)
+        self._tail = buf[esc:] if esc >= 0 and _PARTIAL.match(buf, esc) else b""
 
     def resize(self, rows: int, cols: int) -> None:
         self.screen.resize(rows, cols)

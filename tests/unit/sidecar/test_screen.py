@@ -1,0 +1,150 @@
+"""ScreenModel: what is on the agent's screen, and the private modes pyte ignores."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from csp_sidecar.screen import ScreenModel
+
+
+def feed(model: ScreenModel, data: bytes, cut: int | None = None) -> None:
+    if cut is None:
+        model.feed(data)
+    else:
+        model.feed(data[:cut])
+        model.feed(data[cut:])
+
+
+@pytest.mark.parametrize("seq,attr", [
+    (b"\x1b[?2004%s", "bracketed_paste"),
+    (b"\x1b[?1049%s", "alternate_screen"),
+    (b"\x1b[?1047%s", "alternate_screen"),
+    (b"\x1b[?47%s", "alternate_screen"),
+])
+def test_private_modes_on_and_off(seq: bytes, attr: str) -> None:
+    m = ScreenModel(5, 40)
+    assert not getattr(m, attr)
+    m.feed(b"text " + seq % b"h" + b" more")
+    assert getattr(m, attr)
+    m.feed(seq % b"l")
+    assert not getattr(m, attr)
+
+
+def test_several_modes_in_one_sequence() -> None:
+    m = ScreenModel(5, 40)
+    m.feed(b"\x1b[?1000;1006;2004;1049h")
+    assert m.bracketed_paste and m.alternate_screen
+    m.feed(b"\x1b[?2004;1049l")
+    assert not m.bracketed_paste and not m.alternate_screen
+
+
+def test_the_last_mode_change_wins_within_one_read() -> None:
+    m = ScreenModel(5, 40)
+    m.feed(b"\x1b[?2004h\x1b[?2004l\x1b[?2004h")
+    assert m.bracketed_paste
+    m.feed(b"\x1b[?2004l\x1b[?2004h\x1b[?2004l")
+    assert not m.bracketed_paste
+
+
+@pytest.mark.parametrize("data", [
+    b"ab\x1b[?2004h", b"\x1b[?1000;1006;1015;2004h", b"x" * 100 + b"\x1b[?25;1049;2004h",
+])
+def test_a_mode_sequence_split_at_any_byte(data: bytes) -> None:
+    for cut in range(1, len(data)):
+        m = ScreenModel(5, 40)
+        feed(m, data, cut)
+        assert m.bracketed_paste, cut
+
+
+def test_a_sequence_split_over_three_reads() -> None:
+    m = ScreenModel(5, 40)
+    for part in (b"\x1b", b"[?10", b"49h"):
+        m.feed(part)
+    assert m.alternate_screen
+
+
+def test_a_mode_seen_once_is_not_applied_again_by_a_later_read() -> None:
+    m = ScreenModel(5, 40)
+    m.feed(b"\x1b[?2004h")
+    m.bracketed_paste = False  # pretend something else turned it off
+    m.feed(b"plain output")
+    assert not m.bracketed_paste
+
+
+def test_lookalikes_do_not_count() -> None:
+    m = ScreenModel(5, 40)
+    m.feed(b"\x1b[2004h [?2004h \x1b[?12004h \x1b[?20041h")
+    assert not m.bracketed_paste
+
+
+def test_visible_lines_and_cursor() -> None:
+    m = ScreenModel(4, 20)
+    m.feed("héllo \x1b[1mworld\x1b[0m\r\n❯ ".encode())
+    assert m.lines() == ["héllo world", "❯", "", ""]
+    assert m.cursor_row == 1
+
+
+def test_utf8_split_across_reads() -> None:
+    m = ScreenModel(3, 20)
+    data = "● done ✓".encode()
+    for cut in range(1, len(data)):
+        m = ScreenModel(3, 20)
+        feed(m, data, cut)
+        assert m.lines()[0] == "● done ✓"
+
+
+def test_lines_that_scroll_off_the_top_are_kept_in_order() -> None:
+    m = ScreenModel(3, 20)
+    m.feed(b"".join(b"line %d\r\n" % i for i in range(6)))
+    assert m.take_scrolled() == ["line 0", "line 1", "line 2", "line 3"]
+    assert m.lines() == ["line 4", "line 5", ""]
+    assert m.take_scrolled() == []
+
+
+def test_a_scroll_region_below_the_top_scrolls_nothing_into_the_transcript() -> None:
+    m = ScreenModel(5, 20)
+    m.feed(b"header\x1b[2;4r\x1b[4;1H" + b"".join(b"r%d\r\n" % i for i in range(4)))
+    assert m.take_scrolled() == []
+    assert m.lines()[0] == "header"
+
+
+def test_a_scroll_region_at_the_top_keeps_the_lines_it_scrolls_off() -> None:
+    m = ScreenModel(5, 20)
+    m.feed(b"\x1b[1;3r\x1b[5;1Hfooter\x1b[3;1H" + b"".join(b"\r\nr%d" % i for i in range(5)))
+    assert m.take_scrolled() == ["", "", "", "r0", "r1"]
+    assert m.lines() == ["r2", "r3", "r4", "", "footer"]
+
+
+def test_long_lines_wrap_and_scroll() -> None:
+    m = ScreenModel(2, 10)
+    m.feed(b"a" * 25)
+    assert m.take_scrolled() == ["a" * 10]
+    assert m.lines() == ["a" * 10, "a" * 5]
+
+
+def test_resize() -> None:
+    m = ScreenModel(3, 10)
+    m.feed(b"0123456789")
+    m.resize(5, 20)
+    assert len(m.lines()) == 5
+    m.feed(b"\r\n" + b"x" * 15)
+    assert m.lines()[1] == "x" * 15
+
+
+def test_generation_counts_feeds() -> None:
+    m = ScreenModel(3, 10)
+    g = m.generation
+    m.feed(b"a")
+    m.feed(b"b")
+    assert m.generation == g + 2
+
+
+def test_any_line_matches_optionally_only_at_the_bottom() -> None:
+    m = ScreenModel(5, 20)
+    m.feed(b"> prompt\r\n\r\n\r\nfooter")
+    pat = (re.compile(r"^> "),)
+    assert m.any_line_matches(pat)
+    assert not m.any_line_matches(pat, bottom=2)
+    assert m.any_line_matches((re.compile("footer"),), bottom=2)
