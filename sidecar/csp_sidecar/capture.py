@@ -16,7 +16,12 @@ import re
 
 from .profiles import Profile
 
-SPINNER = re.compile(r"^\s*[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏⣾⣽⣻⢿⡿⣟⣯⣷|/\\-]\s")
+# braille spinners; an ASCII one (| / - \) only with a short "doing something…" after
+# it, so markdown bullets ("- item") and table rows are kept
+SPINNER = re.compile(r"^\s*([⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏⣾⣽⣻⢿⡿⣟⣯⣷]\s|[|/\\-]\s+\S.{0,60}(\.\.\.|…)"
+                     r"\s*(\(.*\))?\s*$)")
+_MARGIN = 200  # transcript lines compared beyond the window's own length
+_TRANSCRIPT_LINES = 5000
 
 
 def _norm(line: str) -> str:
@@ -26,7 +31,7 @@ def _norm(line: str) -> str:
 class Capture:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
-        self.previous: list[str] = []
+        self.previous: list[str] = []  # the tail of the transcript seen so far
         self.echoes: list[str] = []  # normalised lines we typed in ourselves
 
     def expect_echo(self, text: str) -> None:
@@ -38,19 +43,40 @@ class Capture:
         del self.echoes[:-200]
 
     def reset(self, lines: list[str]) -> None:
-        self.previous = lines
+        """Take ``lines`` as seen without sharing them (e.g. a full-screen app's view)."""
+        self._diff(list(lines))
 
     def settle(self, scrolled: list[str], lines: list[str], cursor_row: int) -> list[str]:
         """New settled lines since the last call, filtered; updates the baseline."""
-        above = lines[:cursor_row]
-        current = scrolled + above
-        new: list[str] = []
-        matcher = difflib.SequenceMatcher(a=self.previous, b=current, autojunk=False)
-        for op, _, _, j1, j2 in matcher.get_opcodes():
-            if op in ("insert", "replace"):
-                new.extend(current[j1:j2])
-        self.previous = above
+        new = self._diff(scrolled + lines[:cursor_row])
         return [line for line in (self._clean(x) for x in new) if line is not None]
+
+    def _diff(self, current: list[str]) -> list[str]:
+        """Lines of ``current`` not in the transcript seen so far; merge them into it.
+
+        ``current`` is a window onto the end of the agent's transcript: what
+        scrolled off since the last call, then the screen above the cursor.  It
+        is aligned with the tail of the transcript seen so far, not just with
+        the last screen, so a TUI that clears and redraws everything (Ink does,
+        on resize or when its output outgrows the screen) shares nothing twice;
+        and lines that went below the cursor for a moment stay known.
+        """
+        window = len(current) + _MARGIN
+        before, tail = self.previous[:-window], self.previous[-window:]
+        ops = difflib.SequenceMatcher(a=tail, b=current, autojunk=False).get_opcodes()
+        new = [line for op, _, _, j1, j2 in ops if op in ("insert", "replace")
+               for line in current[j1:j2]]
+        equal = [(i1, i2, j1, j2) for op, i1, i2, j1, j2 in ops if op == "equal"]
+        if not equal:
+            merged = tail + current
+        else:
+            i1, _, j1, _ = equal[0]
+            _, i2, _, j2 = equal[-1]
+            # keep what came before the window, and what was below it if nothing replaced it
+            below = tail[i2:] if j2 == len(current) else []
+            merged = tail[:max(0, i1 - j1)] + current + below
+        self.previous = (before + merged)[-_TRANSCRIPT_LINES:]
+        return new
 
     def _clean(self, line: str) -> str | None:
         for marker in self.profile.reply_markers:
@@ -78,12 +104,13 @@ class Capture:
         cap = self.profile.chunk_max_chars
         current = ""
         for line in text.split("\n"):
-            while len(line) > cap:  # a single huge line: cut it
+            while len(line) > cap:  # a single huge line: cut it, at a sentence if possible
                 if current:
                     out.append(current)
                     current = ""
-                out.append(line[:cap])
-                line = line[cap:]
+                cut = _cut_point(line, cap)
+                out.append(line[:cut].rstrip())
+                line = line[cut:].lstrip(" ")
             candidate = f"{current}\n{line}" if current else line
             if len(candidate) > cap:
                 out.append(current)
@@ -93,3 +120,13 @@ class Capture:
         if current.strip():
             out.append(current)
         return [c.strip("\n") for c in out if c.strip()]
+
+
+def _cut_point(line: str, cap: int) -> int:
+    """Where to cut a line longer than ``cap``: after a sentence, else a space."""
+    head = line[:cap]
+    for pattern in (r"[.!?…](?=\s)", r"\s"):
+        ends = [m.end() for m in re.finditer(pattern, head)]
+        if ends and ends[-1] >= cap // 2:
+            return ends[-1]
+    return cap

@@ -7,13 +7,12 @@ import stat
 from pathlib import Path
 
 import pytest
+from csp_sidecar.injection import GUARD, PASTE_END, PASTE_START, guard, keystrokes_for, render_text
+from csp_sidecar.profiles import Profile, load_profile, shipped_names
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cspd.protocol import Message
-from csp_sidecar.injection import (GUARD, PASTE_END, PASTE_START, guard, keystrokes_for,
-                                   render_text)
-from csp_sidecar.profiles import Profile, load_profile, shipped_names
 
 C0 = [chr(c) for c in range(0x20) if chr(c) not in "\n\t"]
 C1 = [chr(c) for c in range(0x80, 0xA0)]

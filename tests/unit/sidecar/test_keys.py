@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from csp_sidecar.keys import LineTracker
 from hypothesis import given
 from hypothesis import strategies as st
-
-from csp_sidecar.keys import LineTracker
 
 UP, DOWN, LEFT, RIGHT = b"\x1b[A", b"\x1b[B", b"\x1b[D", b"\x1b[C"
 

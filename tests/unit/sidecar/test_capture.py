@@ -1,0 +1,186 @@
+"""Capture: what settles on the agent's screen becomes clean chat text, once."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from csp_sidecar.capture import Capture
+from csp_sidecar.profiles import load_profile
+from csp_sidecar.screen import ScreenModel
+
+
+@pytest.fixture(autouse=True)
+def _no_user_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+class Agent:
+    """A screen model and a capture, settled the way the sidecar does at a quiet point."""
+
+    def __init__(self, profile: str, rows: int = 12, cols: int = 60) -> None:
+        self.screen = ScreenModel(rows, cols)
+        self.capture = Capture(load_profile(profile))
+
+    def out(self, text: str) -> list[str]:
+        self.screen.feed(text.replace("\n", "\r\n").encode())
+        return self.settle()
+
+    def settle(self) -> list[str]:
+        return self.capture.settle(self.screen.take_scrolled(), self.screen.lines(),
+                                   self.screen.cursor_row)
+
+
+def test_claude_reply_without_prompt_rules_footer_or_spinner() -> None:
+    a = Agent("claude")
+    screen = ("● Here is the plan:\n  - read the code\n  - fix the bug\n"
+              "✻ Pondering… (esc to interrupt)\n" + "─" * 50 + "\n❯ \n" + "─" * 50
+              + "\n  ? for shortcuts")
+    a.screen.feed(screen.replace("\n", "\r\n").encode() + b"\x1b[6;3H")
+    assert a.settle() == ["Here is the plan:", "  - read the code", "  - fix the bug"]
+
+
+def test_claude_boxes_and_interruptions_are_chrome() -> None:
+    a = Agent("claude")
+    lines = ["╭────────╮", "│ Welcome│", "╰────────╯", "  ⎿  Interrupted by user",
+             "⏺ kept", "  ⏵⏵ bypass permissions on", "❯ "]
+    assert a.capture.settle([], lines, 6) == ["kept"]
+
+
+def test_codex_reply_marker_and_chrome() -> None:
+    a = Agent("codex")
+    lines = ["• Ran the tests", "  all 12 passed", "", "› Ask Codex to do anything",
+             "  ? for shortcuts     98% context left", "Working (3s • esc to interrupt)"]
+    assert a.capture.settle([], lines, 6) == ["Ran the tests", "  all 12 passed", ""]
+
+
+def test_gemini_reply_marker_and_chrome() -> None:
+    a = Agent("gemini")
+    lines = ["✦ The answer is 42.", "╭──────────╮", "│ >   Type your message or @path/to/file │",
+             "╰──────────╯", "~/src (main*)   no sandbox   gemini-2.5-pro (99% context left)",
+             "⠼ Thinking (esc to cancel, 3s)"]
+    assert a.capture.settle([], lines, 6) == ["The answer is 42."]
+
+
+def test_generic_keeps_everything_but_rules_and_spinners() -> None:
+    a = Agent("generic")
+    lines = [">>> print(1)", "1", "-----", "⠋ loading", "| Working…", "- a bullet",
+             "| a | table |", "/ not a spinner"]
+    assert a.capture.settle([], lines, 8) == [">>> print(1)", "1", "- a bullet",
+                                               "| a | table |", "/ not a spinner"]
+
+
+def test_only_lines_above_the_cursor_count() -> None:
+    a = Agent("generic", rows=5)
+    a.screen.feed(b"done\r\nhalf a line")
+    assert a.settle() == ["done"]
+    a.screen.feed(b" finished\r\n")
+    assert a.settle() == ["half a line finished"]
+
+
+def test_an_unchanged_screen_yields_nothing_again() -> None:
+    a = Agent("generic", rows=5)
+    assert a.out("one\ntwo\n") == ["one", "two"]
+    assert a.settle() == []
+    a.screen.feed(b"\x1b[H\x1b[2Jone\r\ntwo\r\n")  # a full redraw of the same screen
+    assert a.settle() == []
+
+
+def test_a_redraw_of_more_than_a_screen_shares_nothing_twice() -> None:
+    # Ink (Claude Code, Gemini) clears and rewrites its whole output on resize
+    a = Agent("generic", rows=5)
+    body = "".join(f"line {i}\n" for i in range(12))
+    assert a.out(body) == [f"line {i}" for i in range(12)]
+    assert a.out("\x1b[2J\x1b[3J\x1b[H" + body) == []
+    assert a.out("line 12\n") == ["line 12"]
+
+
+def test_lines_that_went_below_the_cursor_for_a_moment_are_not_shared_again() -> None:
+    a = Agent("generic", rows=8)
+    assert a.out("a\nb\nc\n") == ["a", "b", "c"]
+    a.screen.feed(b"\x1b[2;1H")  # the cursor moves up (a TUI redrawing its input area)
+    assert a.settle() == []
+    a.screen.feed(b"\x1b[4;1H")
+    assert a.settle() == []
+    assert a.out("d\n") == ["d"]
+
+
+def test_new_output_that_scrolled_off_between_quiet_points_is_captured_in_order() -> None:
+    a = Agent("generic", rows=4)
+    a.out("start\n")
+    got = a.out("".join(f"row {i}\n" for i in range(10)))
+    assert got == [f"row {i}" for i in range(10)]
+
+
+def test_a_line_rewritten_in_place_is_shared_as_it_settles() -> None:
+    a = Agent("generic", rows=4)
+    a.out("progress 50%\n")
+    a.screen.feed(b"\x1b[1A\rprogress 100%\r\n")
+    assert a.settle() == ["progress 100%"]
+
+
+def test_repeated_identical_lines_of_new_output_are_all_kept() -> None:
+    a = Agent("generic", rows=10)
+    assert a.out("}\n}\n") == ["}", "}"]
+    assert a.out("}\n") == ["}"]
+
+
+def test_echo_of_injected_text_is_dropped() -> None:
+    a = Agent("claude", rows=10)
+    a.capture.expect_echo("[human → @fa] line one\nline two")
+    lines = ["[human → @fa] line one", "line   two", "● reply: [human → @fa] line one",
+             "[human → @fa] line"]
+    assert a.capture.settle([], lines, 4) == ["reply: [human → @fa] line one"]
+
+
+def test_echoes_are_bounded() -> None:
+    c = Capture(load_profile("generic"))
+    c.expect_echo("\n".join(f"echo {i}" for i in range(300)))
+    assert len(c.echoes) == 200 and c.echoes[-1] == "echo 299"
+
+
+def test_reset_takes_a_screen_as_seen() -> None:
+    a = Agent("generic", rows=5)
+    a.screen.feed(b"full screen app\r\n")
+    a.capture.reset(a.screen.lines()[:a.screen.cursor_row])
+    a.screen.take_scrolled()
+    assert a.settle() == []
+
+
+# -- chunks ---------------------------------------------------------------------
+
+
+def chunker(cap: int) -> Capture:
+    return Capture(dataclasses.replace(load_profile("generic"), chunk_max_chars=cap))
+
+
+def test_chunks_join_lines_up_to_the_cap_at_line_boundaries() -> None:
+    c = chunker(20)
+    assert c.chunks(["aaaa", "bbbb", "cccc", "dddd", "eeee"]) == [
+        "aaaa\nbbbb\ncccc\ndddd", "eeee"]
+    assert c.chunks(["x" * 20, "y"]) == ["x" * 20, "y"]
+
+
+def test_chunks_collapse_blank_runs_and_drop_empty_output() -> None:
+    c = chunker(100)
+    assert c.chunks(["", "a", "", "", "", "b", ""]) == ["a\n\nb"]
+    assert c.chunks(["", "  ", ""]) == []
+    assert c.chunks([]) == []
+
+
+def test_a_huge_line_is_cut_at_a_sentence_then_a_space_then_anywhere() -> None:
+    c = chunker(40)
+    text = "First sentence here. Second one is longer than the rest of it."
+    assert c.chunks([text]) == ["First sentence here.", "Second one is longer than the rest of",
+                                "it."]
+    assert c.chunks(["z" * 100]) == ["z" * 40, "z" * 40, "z" * 20]
+
+
+@pytest.mark.parametrize("cap", [1, 7, 50])
+def test_no_chunk_exceeds_the_cap_and_nothing_is_lost(cap: int) -> None:
+    c = chunker(cap)
+    lines = ["alpha beta. gamma", "", "delta", "epsilon zeta eta theta iota kappa lambda"]
+    out = c.chunks(lines)
+    assert all(len(chunk) <= cap for chunk in out)
+    assert "".join("".join(out).split()) == "".join("".join(lines).split())
