@@ -21,6 +21,8 @@ from cspd import paths
 from cspd.errors import ConfigError
 
 PASTE_STYLES = ("bracketed", "typed")
+# sizes that must not be zero (a zero chunk size would never finish chunking)
+_POSITIVE = ("max_paste_bytes", "chunk_max_chars")
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,19 @@ def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:
             default = Profile.__dataclass_fields__[key].default
             if type(value) is not type(default):
                 raise ConfigError(f"{source}: '{key}' must be {type(default).__name__}")
+            if isinstance(value, int) and value < (1 if key in _POSITIVE else 0):
+                raise ConfigError(f"{source}: '{key}' must be "
+                                  f"{'positive' if key in _POSITIVE else 'zero or more'}")
             kwargs[key] = value
     if kwargs.get("paste", "bracketed") not in PASTE_STYLES:
         raise ConfigError(f"{source}: 'paste' must be one of {', '.join(PASTE_STYLES)}")
     if "{text}" not in kwargs.get("tag_format", "{text}"):
         raise ConfigError(f"{source}: 'tag_format' must contain {{text}}")
+    try:
+        kwargs.get("tag_format", "{text}").format(sender="s", to="@t", text="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"{source}: 'tag_format': only {{sender}}, {{to}} and {{text}} "
+                          f"may be used ({exc!r})") from None
     return Profile(**kwargs)
 
 
