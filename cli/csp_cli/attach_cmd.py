@@ -138,6 +138,9 @@ def attach(session: str | None, socket: str | None, detached: bool) -> None:
     if ws.exists():
         if ws.repair_chat():
             click.echo("restarted the chat pane", err=True)
+        for name in ws.missing(config.agents):
+            click.echo(f"{name} is configured but has no pane: start it with "
+                       f"`{ws.restart_hint(name)}`", err=True)
         if detached:
             click.echo(f"session {ws.session!r} is already running", err=True)
             return

@@ -81,8 +81,12 @@ class Tmux:
 
     def run(self, *args: str, check: bool = True) -> str:
         """Run one tmux command; return its stdout without the final newline."""
-        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, check=False,
-                              env=self.env, stdin=subprocess.DEVNULL, timeout=30)
+        try:
+            proc = subprocess.run(self.argv(*args), capture_output=True, text=True,
+                                  check=False, env=self.env, stdin=subprocess.DEVNULL,
+                                  timeout=30)
+        except subprocess.TimeoutExpired:
+            raise TmuxError(f"tmux {args[0] if args else ''} did not answer in 30s") from None
         if check and proc.returncode != 0:
             raise self._error(args, proc.stderr)
         return proc.stdout.rstrip("\n")
@@ -92,7 +96,12 @@ class Tmux:
         proc = await asyncio.create_subprocess_exec(
             *self.argv(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=self.env)
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise TmuxError(f"tmux {args[0] if args else ''} did not answer in 30s") from None
         if check and proc.returncode != 0:
             raise self._error(args, err.decode(errors="replace"))
         return out.decode(errors="replace").rstrip("\n")

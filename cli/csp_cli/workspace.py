@@ -24,7 +24,7 @@ from cspd.errors import Conflict
 
 from .agentsconf import AgentsConfig, AgentSpec, LayoutConfig
 from .layout import layout_string
-from .tmux import NoSession, Pane, Tmux
+from .tmux import NoServer, NoSession, Pane, Tmux
 
 SIDECAR_ENV = "CSP_SIDECAR"
 # what a pane needs to find the same gateway, bus and config as the cspctl that made it
@@ -151,6 +151,11 @@ class Workspace:
         self.tmux.select_layout(self.window, layout_string(
             width, height, chat.id, agents, self.layout.chat_height))
 
+    def missing(self, agents: Sequence[AgentSpec]) -> list[str]:
+        """Configured agents that have no pane in the session."""
+        present = {p.agent for p in self.agent_panes()}
+        return [a.name for a in agents if a.name not in present]
+
     def repair_chat(self) -> bool:
         """Restart the chat pane if it was quit; True when it had to."""
         chat = self.chat_pane()
@@ -196,7 +201,7 @@ class Workspace:
         for pane in stubborn:
             _signal_group(pane.pid, signal.SIGTERM)
         stubborn = self._wait_dead(stubborn, 2.0)
-        with contextlib.suppress(NoSession):
+        with contextlib.suppress(NoSession, NoServer):
             self.tmux.kill_session(self.session)
         return [p.agent for p in stubborn]
 
@@ -206,7 +211,7 @@ class Workspace:
         while pending:
             try:
                 now = {p.id: p for p in self.panes()}
-            except NoSession:
+            except (NoSession, NoServer):
                 return []
             pending = [p for p in pending if p.id in now and not now[p.id].dead]
             if not pending or time.monotonic() > deadline:

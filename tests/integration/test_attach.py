@@ -120,6 +120,8 @@ def test_spawn_adds_restarts_and_refuses_twins(csp_env: CspEnv, gateway: Gateway
     add_agent(csp_env, "one", "cat")
     # exits with status 3 until the flag file exists
     add_agent(csp_env, "moody", "sh", "-c", f"test -e {flag} || exit 3; exec cat")
+    early = csp_env.cspctl("spawn", "one", "-L", tmux.socket)
+    assert early.returncode == 5 and "cspctl attach" in early.stderr
     r = attach(csp_env, tmux)
     assert r.returncode == 0, r.stderr
     moody = next(p for p in panes(tmux) if p["@csp_agent"] == "moody")
@@ -129,6 +131,9 @@ def test_spawn_adds_restarts_and_refuses_twins(csp_env: CspEnv, gateway: Gateway
              what="the restart hint")
     text = tmux.run("capture-pane", "-p", "-J", "-t", moody["pane_id"]).stdout
     assert "moody exited with status 3" in text
+    wait_for(lambda: "moody · exited (status 3)" in tmux.run(
+        "display-message", "-p", "-t", moody["pane_id"], "#{pane_title}").stdout,
+        what="the title to say it exited")
     assert next(p for p in panes(tmux) if p["@csp_agent"] == "moody")["pane_dead"] == "1"
 
     flag.touch()
@@ -142,6 +147,9 @@ def test_spawn_adds_restarts_and_refuses_twins(csp_env: CspEnv, gateway: Gateway
     assert twin.returncode == 6 and "already running" in twin.stderr
 
     add_agent(csp_env, "late", "cat")
+    hint = attach(csp_env, tmux)
+    assert f"late is configured but has no pane: start it with `cspctl spawn late -L " \
+        f"{tmux.socket}`" in hint.stderr
     r = csp_env.cspctl("spawn", "late", "-L", tmux.socket)
     assert r.returncode == 0, r.stderr
     rows = panes(tmux)
