@@ -186,7 +186,7 @@ class Chat:
                                 lost, attempt = False, 0
                     finally:
                         await ws.close()
-            except (CspError, aiohttp.ClientError, OSError, ValueError) as exc:
+            except Exception as exc:  # any failure: say so, reconnect, go on
                 if not lost:
                     self.view.show(render_notice(f"lost the gateway: {_short(exc)}; "
                                                  "reconnecting…", "warn"))

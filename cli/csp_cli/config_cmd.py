@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import shutil
+from pathlib import Path
 
 import click
 import tomli_w
@@ -99,6 +100,10 @@ def agents_add(name: str, command: tuple[str, ...], profile: str | None, cwd: st
         check_name(room, "room name")
     path = agentsconf.add_agent(spec, replace=replace)
     click.echo(f"{'replaced' if replace else 'added'} {name}: {shlex.join(argv)}  ({path})")
+    if shutil.which(argv[0]) is None and not (cwd and (Path(cwd).expanduser() / argv[0])
+                                              .is_file()):
+        hint = f" (install: {preset.install_hint})" if preset else ""
+        click.echo(f"note: {argv[0]!r} is not on PATH yet{hint}", err=True)
     if preset and not skip_permissions and preset.skip_permissions:
         click.echo(f"note: {preset.title} will ask for permission as usual; to let it act "
                    f"without asking, re-add with --replace --skip-permissions "
