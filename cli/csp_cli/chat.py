@@ -118,7 +118,9 @@ def render_notice(text: str, level: str = "info") -> Render:
     clean = strip_controls(text)
 
     def render(width: int) -> list[str]:
-        return [click.style(line, fg=colour) for line in wrap(f"  * {clean}", width)]
+        lines = wrap(clean, width - 4)
+        return [click.style(("  * " if i == 0 else "    ") + line, fg=colour)
+                for i, line in enumerate(lines)]
     return render
 
 

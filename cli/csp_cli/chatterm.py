@@ -268,9 +268,13 @@ class Screen:
         self.resize()
 
     def stop(self) -> None:
-        self._write(f"{ESC}[?2004l{ESC}[r{ESC}[{self.rows};1H\r\n")
+        """Give the terminal back; quietly, if it has already gone (a closed pane)."""
+        with contextlib.suppress(OSError):
+            self._write(f"{ESC}[?2004l{ESC}[r{ESC}[{self.rows};1H\r\n")
         if self._saved is not None:
-            termios.tcsetattr(self.in_fd, termios.TCSADRAIN, self._saved)  # type: ignore[arg-type]
+            with contextlib.suppress(OSError, termios.error):
+                termios.tcsetattr(self.in_fd, termios.TCSADRAIN,
+                                  self._saved)  # type: ignore[arg-type]
             self._saved = None
 
     def resize(self) -> None:
