@@ -288,9 +288,9 @@ class Chat:
         if not rows:
             self.view.show(render_notice("no agents have joined yet"))
         for a in rows:
-            online = "online " if a.get("online", a.get("state") != "offline") else "offline"
+            state = a.get("state", "") if a.get("online", True) else "offline"
             self.view.show(render_notice(
-                f"{a['name']:<12} {online} {a.get('state', ''):<8} queue {a.get('queue', 0)}"
+                f"{a['name']:<12} {state:<8} queue {a.get('queue', 0)}"
                 f"  pending {a.get('pending', 0)}  #{a.get('room', '')}"))
 
     async def _switch_room(self, room: str | None) -> None:
