@@ -1,0 +1,196 @@
+"""A local stand-in for the Anthropic Messages API, so Claude Code answers offline.
+
+``python -m tests.tools.fake_anthropic --log FILE`` listens on 127.0.0.1 on a
+free port, prints ``port <N>`` once it serves, and appends every request it
+gets to FILE (one JSON line: method, path, query, a few headers, the body), so
+a test can see exactly what the CLI sent.  Point Claude Code at it with
+``ANTHROPIC_BASE_URL=http://127.0.0.1:<N>`` and any ``ANTHROPIC_API_KEY``.
+
+``POST /v1/messages`` answers deterministically: the reply to a conversation
+is ``ECHO: <the last user text>`` (its lines joined with `` / ``, so the reply
+is one line that never equals the prompt itself), followed by a second line
+``(<n> line(s) received)``.  With ``"stream": true`` it streams the same reply
+as server-sent events in the order the real API uses (message_start,
+content_block_start, ping, content_block_delta..., content_block_stop,
+message_delta, message_stop).  Claude Code's side requests (a one-token quota
+probe, title and topic guesses) get the same treatment, which it tolerates.
+A prompt containing ``take your time`` is answered slowly (the stream pauses
+for ``SLOW_SECONDS`` before its first word), so a test can watch the CLI busy.
+``count_tokens`` and ``GET /v1/models`` answer plausibly; anything else is
+logged and answered with an empty JSON object, so a new CLI version that
+calls something new shows up in the log instead of hanging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+LOG_KEY = web.AppKey("log", Path)
+_ids = itertools.count(1)
+SLOW_MARK = "take your time"
+SLOW_SECONDS = 3.0
+_HEADERS = ("user-agent", "anthropic-version", "anthropic-beta", "x-api-key", "authorization")
+
+
+def user_texts(message: dict[str, Any]) -> list[str]:
+    """The text blocks of one message, without Claude Code's <system-reminder> blocks."""
+    content = message.get("content")
+    if isinstance(content, str):
+        blocks: list[Any] = [{"type": "text", "text": content}]
+    elif isinstance(content, list):
+        blocks = content
+    else:
+        return []
+    out = []
+    for block in blocks:
+        if isinstance(block, dict) and block.get("type") == "text":
+            text = str(block.get("text", ""))
+            if not text.lstrip().startswith("<system-reminder>"):
+                out.append(text)
+    return out
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            texts = user_texts(message)
+            if texts:
+                return texts[-1]
+    return ""
+
+
+def reply_for(body: dict[str, Any]) -> str:
+    text = last_user_text(body).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    count = len(lines)
+    return f"ECHO: {' / '.join(lines)}\n({count} line{'s' if count != 1 else ''} received)"
+
+
+def _usage(body: dict[str, Any], output: str) -> dict[str, int]:
+    size = len(json.dumps(body.get("messages", [])))
+    return {"input_tokens": max(1, size // 4), "output_tokens": max(1, len(output) // 4),
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+def _message(body: dict[str, Any], text: str) -> dict[str, Any]:
+    return {"id": f"msg_fake{next(_ids):06d}", "type": "message", "role": "assistant",
+            "model": body.get("model", "claude-fake"), "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": _usage(body, text)}
+
+
+async def _record(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body: Any = json.loads(raw) if raw else None
+    except ValueError:
+        body = raw.decode("utf-8", "replace")
+    entry = {"t": time.time(), "method": request.method, "path": request.path,
+             "query": request.query_string,
+             "headers": {k: request.headers[k] for k in _HEADERS if k in request.headers},
+             "body": body}
+    with request.app[LOG_KEY].open("a", encoding="utf-8") as log:
+        log.write(json.dumps(entry) + "\n")
+    return body if isinstance(body, dict) else {}
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    body = await _record(request)
+    text = reply_for(body)
+    message = _message(body, text)
+    if not body.get("stream"):
+        message.update(content=[{"type": "text", "text": text}], stop_reason="end_turn")
+        return web.json_response(message)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    await response.write(_sse("message_start", {"type": "message_start", "message": message}))
+    await response.write(_sse("content_block_start", {
+        "type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}}))
+    await response.write(_sse("ping", {"type": "ping"}))
+    if SLOW_MARK in last_user_text(body):
+        await asyncio.sleep(SLOW_SECONDS)
+    # a few deltas, as the real API streams words, not whole replies
+    words = text.split(" ")
+    pieces = [" ".join(words[i:i + 4]) + (" " if i + 4 < len(words) else "")
+              for i in range(0, len(words), 4)]
+    for piece in pieces:
+        await response.write(_sse("content_block_delta", {
+            "type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": piece}}))
+    await response.write(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    await response.write(_sse("message_delta", {
+        "type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    await response.write(_sse("message_stop", {"type": "message_stop"}))
+    await response.write_eof()
+    return response
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    body = await _record(request)
+    return web.json_response({"input_tokens": _usage(body, "")["input_tokens"]})
+
+
+async def models(request: web.Request) -> web.Response:
+    await _record(request)
+    data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+            for m in ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5")]
+    return web.json_response({"data": data, "has_more": False,
+                              "first_id": data[0]["id"], "last_id": data[-1]["id"]})
+
+
+async def anything_else(request: web.Request) -> web.Response:
+    await _record(request)
+    return web.json_response({})
+
+
+def make_app(log: Path) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[LOG_KEY] = log
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    app.router.add_get("/v1/models", models)
+    app.router.add_route("*", "/{tail:.*}", anything_else)
+    return app
+
+
+async def serve(log: Path, port: int) -> None:
+    runner = web.AppRunner(make_app(log), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    print(f"port {runner.addresses[0][1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log", type=Path, required=True, help="append requests here (JSONL)")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.log, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
