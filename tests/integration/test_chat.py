@@ -136,6 +136,18 @@ def test_chat_and_agent_round_trip(csp_env: CspEnv, gateway: GatewayProcess,
     chat.wait_text("fake (output)")
     wait_for(lambda: "please say pineapple" in chat.screen().split("fake (output)", 1)[-1],
              what="the agent's reply in the chat")
+    chat.type("/list")
+    chat.send("Enter")
+    chat.wait_text("* fake ")
+    for action, state in (("pause", lambda s: s == "paused"),
+                          ("resume", lambda s: s != "paused")):
+        chat.type(f"/{action} fake")
+        chat.send("Enter")
+        chat.wait_text(f"{action}: sent to fake")
+        wait_for(lambda check=state: any(
+            a["name"] == "fake" and check(a["state"])
+            for a in json.loads(csp_env.cspctl("agents", "--json").stdout)),
+            what=f"fake {action}d")
 
 
 def test_plain_mode_reads_lines_from_a_pipe(csp_env: CspEnv, gateway: GatewayProcess) -> None:
