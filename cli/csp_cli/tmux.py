@@ -111,7 +111,8 @@ class Tmux:
         where = f" -L {self.socket}" if self.socket else ""
         if "no server running" in detail or "error connecting to" in detail:
             return NoServer(f"no tmux server is running{where}")
-        if "can't find session" in detail or "session not found" in detail:
+        if ("can't find session" in detail or "session not found" in detail
+                or "can't find window" in detail):
             return NoSession(f"tmux{where}: {detail}")
         return TmuxError(f"tmux{where} {args[0] if args else ''}: {detail}")
 

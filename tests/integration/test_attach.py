@@ -301,3 +301,21 @@ def test_interactive_first_run_adds_the_found_clis(
     declined = CliRunner().invoke(first, input="n\n")
     assert "cspctl agents add NAME" in declined.output
     assert declined.output.splitlines()[-1] == ""  # nothing added
+
+
+async def test_tmux_wrapper_errors_are_typed(tmux: TmuxServer) -> None:  # noqa: F811
+    from csp_cli.tmux import NoServer, NoSession, Tmux, TmuxError
+    t = Tmux(tmux.socket, env=tmux.env)
+    assert not t.has_session("csp")
+    with pytest.raises(NoServer):
+        t.list_panes("csp")
+    pane = t.new_session("s1", ["sleep", "60"], width=80, height=20)
+    assert pane.startswith("%") and t.has_session("s1") and not t.has_session("s")
+    with pytest.raises(NoSession):
+        t.list_panes("nope")
+    with pytest.raises(TmuxError, match="unknown command"):
+        t.run("no-such-command")
+    # the async form, for callers on an event loop
+    assert await t.arun("display-message", "-p", "-t", pane, "#{pane_id}") == pane
+    [info] = t.list_panes("s1")
+    assert info.id == pane and info.start_command == "sleep 60" and not info.dead
