@@ -81,8 +81,12 @@ def disconnect(bus: MessageBus) -> None:
 
 
 async def disconnected(bus: MessageBus) -> None:
-    """Wait until the connection is closed (by us or by the bus daemon)."""
-    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+    """Wait until the connection is closed (by us or by the bus daemon).
+
+    Shielded: cancelling one waiter must not cancel the bus's own future,
+    which every other waiter shares.
+    """
+    await asyncio.shield(bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
 
 
 def _error(reply: Message, destination: str) -> CspError:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -238,3 +240,18 @@ def _async(check: Any) -> Any:
     async def run() -> Any:
         return check()
     return run
+
+
+async def test_losing_the_bus_leaves_the_agent_running(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    control = FakeControl(name="orphan")
+    with private_bus() as own:
+        service = AgentBusService(control, own.address)
+        await service.start()
+        os.kill(own.pid, signal.SIGKILL)
+        await async_wait_for(_async(lambda: service.bus is None), what="the loss to be seen")
+    assert "lost the session bus" in caplog.text
+    control.set_state("busy")  # no bus to announce it on: nothing breaks
+    assert service.interface is not None and not service.interface.active
+    await service.stop()

@@ -152,6 +152,7 @@ class AgentBusService:
         self.name = bus_name(control.name)
         self.bus: MessageBus | None = None
         self.interface: AgentInterface | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Connect, export, request the name (no queueing).
@@ -179,13 +180,29 @@ class AgentBusService:
                 "'-'/'_') is running; pick another --name", bus_name=self.name)
         self.bus, self.interface = bus, interface
         self.control.add_listener(interface.changed)
+        self._watch = asyncio.create_task(self._watch_disconnect(bus))
         log.info("on the session bus as %s (%s)", self.name, bus.unique_name)
+
+    async def _watch_disconnect(self, bus: MessageBus) -> None:
+        """The bus daemon went away: stop announcing changes (the agent carries on)."""
+        try:
+            await sessionbus.disconnected(bus)
+        except Exception as exc:
+            log.debug("bus connection ended: %s", exc)
+        if self.bus is bus:
+            log.warning("lost the session bus; %s is no longer on it", self.name)
+            self.bus = None
+            if self.interface is not None:
+                self.interface.active = False
 
     async def stop(self) -> None:
         """Release the name after everything queued so far is sent, then disconnect."""
         bus, self.bus = self.bus, None
         if self.interface is not None:
             self.interface.active = False
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if bus is None or not bus.connected:
             return
         try:
