@@ -45,6 +45,8 @@ from .sessionbus import BusUnavailable
 
 log = logging.getLogger("cspd.presence")
 
+# a join waits at most this for the new owner's properties (it keeps "within a second"
+# for any live sidecar; a dead one answers at once with an error)
 PROPERTIES_TIMEOUT = 2.0
 
 
@@ -177,7 +179,7 @@ class Presence:
         props: dict[str, Any] = {}
         if self.bus is not None:
             try:
-                props = await sessionbus.agent_properties(self.bus, owner)
+                props = await sessionbus.agent_properties(self.bus, owner, PROPERTIES_TIMEOUT)
             except CspError as exc:
                 log.info("presence: cannot read %s's properties: %s", name, exc.message)
         agent = props.get("Name")
@@ -197,7 +199,7 @@ class Presence:
         log.info("%s left (%s)", agent.name, agent.bus_name)
         if agent.name in self.gw.router.known:
             await self.gw.store.touch_agent(agent.name)
-        await self.gw.router.system(agent.room, f"{agent.name} left")
+        await self.gw.router.system(agent.props.get("Room") or agent.room, f"{agent.name} left")
         self.gw.update_status()
 
 

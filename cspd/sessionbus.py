@@ -140,9 +140,11 @@ def unpack(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.value if isinstance(v, Variant) else v) for k, v in values.items()}
 
 
-async def agent_properties(bus: MessageBus, destination: str) -> dict[str, Any]:
+async def agent_properties(bus: MessageBus, destination: str,
+                           timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
     """Every ``io.csp.Agent1`` property of the agent owning ``destination``."""
-    [values] = await call(bus, destination, OBJECT_PATH, PROPERTIES, "GetAll", "s", [INTERFACE])
+    [values] = await call(bus, destination, OBJECT_PATH, PROPERTIES, "GetAll", "s", [INTERFACE],
+                          timeout=timeout)
     return unpack(values)
 
 

@@ -19,6 +19,7 @@ from cspd.busnames import INTERFACE, OBJECT_PATH, NotOnBus, bus_name, is_agent_b
 from cspd.errors import CspError
 from cspd.sessionbus import BusUnavailable
 
+READ_TIMEOUT = 2.0  # a sidecar that does not answer by then is listed from the gateway only
 METHODS = {"pause": "Pause", "resume": "Resume", "interrupt": "Interrupt"}
 
 
@@ -33,7 +34,7 @@ def _row(name: str, props: dict[str, Any]) -> dict[str, Any]:
 
 async def _read(bus: MessageBus, name: str) -> dict[str, Any] | None:
     try:
-        return _row(name, await sessionbus.agent_properties(bus, name))
+        return _row(name, await sessionbus.agent_properties(bus, name, READ_TIMEOUT))
     except CspError:  # left between ListNames and GetAll, or not a csp sidecar
         return None
 
