@@ -11,19 +11,57 @@ from __future__ import annotations
 
 import codecs
 import re
+from typing import Any
 
 import pyte
+from pyte import modes as mo
+from pyte.charsets import LAT1_MAP  # the default: ASCII maps to itself
 
 _MODE = re.compile(rb"\x1b\[\?([0-9;]+)([hl])")
 _PARTIAL = re.compile(rb"\x1b(\[(\?[0-9;]{0,64})?)?\Z")  # the start of a _MODE, cut off
 
 
 class CaptureScreen(pyte.Screen):  # type: ignore[misc]
-    """A pyte screen that remembers the lines that scroll off its top."""
+    """A pyte screen that remembers the lines that scroll off its top.
+
+    It also draws runs of plain ASCII faster than pyte does (no per-character
+    width lookup, one shared cell per character and style): pyte's own draw
+    is what bounds the sidecar's throughput on a large output.
+    """
 
     def __init__(self, columns: int, lines: int) -> None:
         super().__init__(columns, lines)
         self.scrolled: list[str] = []
+        self._cells_for: Any = None  # the style the cell cache is for
+        self._cells: dict[str, Any] = {}
+
+    def draw(self, data: str) -> None:
+        charset = self.g1_charset if self.charset else self.g0_charset
+        if (charset is not LAT1_MAP or not (data.isascii() and data.isprintable())
+                or mo.IRM in self.mode or mo.DECAWM not in self.mode):
+            super().draw(data)
+            return
+        cursor, columns = self.cursor, self.columns
+        if self._cells_for != cursor.attrs:
+            self._cells_for, self._cells = cursor.attrs, {}
+        cells, make = self._cells, cursor.attrs._replace
+        i, n = 0, len(data)
+        while i < n:
+            if cursor.x >= columns:  # wrap, as pyte does: at the next character
+                self.dirty.add(cursor.y)
+                self.carriage_return()
+                self.linefeed()
+            x = cursor.x
+            run = data[i:i + columns - x]
+            line = self.buffer[cursor.y]
+            for k, ch in enumerate(run, x):
+                cell = cells.get(ch)
+                if cell is None:
+                    cell = cells[ch] = make(data=ch)
+                line[k] = cell
+            cursor.x = x + len(run)
+            i += len(run)
+        self.dirty.add(cursor.y)
 
     def index(self) -> None:
         top, bottom = self.margins or (0, self.lines - 1)
@@ -35,7 +73,13 @@ class CaptureScreen(pyte.Screen):  # type: ignore[misc]
 
     def _line_text(self, y: int) -> str:
         line = self.buffer[y]
-        return "".join(line[x].data for x in range(self.columns)).rstrip()
+        if not line:
+            return ""
+        chars = [" "] * min(max(line) + 1, self.columns)
+        for x, cell in line.items():
+            if x < len(chars):
+                chars[x] = cell.data
+        return "".join(chars).rstrip()
 
 
 class ScreenModel:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pyte
 import pytest
-from csp_sidecar.screen import ScreenModel
+from csp_sidecar.screen import CaptureScreen, ScreenModel
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def feed(model: ScreenModel, data: bytes, cut: int | None = None) -> None:
@@ -147,3 +150,39 @@ def test_any_line_matches_optionally_only_at_the_bottom() -> None:
     assert m.any_line_matches(pat)
     assert not m.any_line_matches(pat, bottom=2)
     assert m.any_line_matches((re.compile("footer"),), bottom=2)
+
+
+# -- the fast ASCII draw is pyte's draw -------------------------------------------
+
+_PIECES = st.sampled_from([
+    "plain text ", "x" * 37, "\r\n", "\n", "\r", "\t", "\b", "é", "日本", "e\u0301", "\x1b[31m",
+    "\x1b[1;4m", "\x1b[0m", "\x1b[3;5H", "\x1b[H", "\x1b[2J", "\x1b[K", "\x1b[4h", "\x1b[4l",
+    "\x1b[?7l", "\x1b[?7h", "\x0e", "\x0f", "\x1b(0", "\x1b(B", "\x1b)0", "lqqk", "\x1b[2;4r",
+    "\x1b[r", "\x1bM", "\x1b[20C", "\x1b[5D", "\x1b[2@", "\x1b[3P", "~!@#$%^&*()_+{}|:<>?",
+])
+
+
+def _cells(screen: pyte.Screen) -> list[list[tuple[object, ...]]]:
+    return [[tuple(screen.buffer[y][x]) for x in range(screen.columns)]
+            for y in range(screen.lines)]
+
+
+@settings(max_examples=300)
+@given(st.lists(_PIECES, max_size=40), st.integers(3, 30), st.integers(2, 8))
+def test_capture_screen_draws_exactly_like_pyte(pieces: list[str], cols: int,
+                                                 rows: int) -> None:
+    ours, theirs = CaptureScreen(cols, rows), pyte.Screen(cols, rows)
+    a, b = pyte.Stream(ours), pyte.Stream(theirs)
+    for piece in pieces:
+        a.feed(piece)
+        b.feed(piece)
+    assert _cells(ours) == _cells(theirs)
+    assert (ours.cursor.x, ours.cursor.y) == (theirs.cursor.x, theirs.cursor.y)
+    assert ours.cursor.attrs == theirs.cursor.attrs
+
+
+def test_scrolled_line_text_matches_the_display() -> None:
+    m = ScreenModel(2, 10)
+    m.feed("a\x1b[5Cb日\r\n\x1b[31mred\x1b[0m\r\nx".encode())
+    assert m.take_scrolled() == ["a     b日"]
+    assert m.lines() == ["red", "x"]
