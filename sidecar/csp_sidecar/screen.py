@@ -15,36 +15,58 @@ from typing import Any
 
 import pyte
 from pyte import modes as mo
-from pyte.charsets import LAT1_MAP  # the default: ASCII maps to itself
+from pyte.charsets import LAT1_MAP  # the default: maps every character to itself
+from pyte.screens import wcwidth
 
 _MODE = re.compile(rb"\x1b\[\?([0-9;]+)([hl])")
+_STYLES_CACHED = 256
 _PARTIAL = re.compile(rb"\x1b(\[(\?[0-9;]{0,64})?)?\Z")  # the start of a _MODE, cut off
+
+
+# characters known to take exactly one cell (pyte's own width function decides)
+_NARROW = {chr(c) for c in range(0x20, 0x7F)}
+_NARROW_MAX = 20_000
+
+
+def _all_narrow(data: str) -> bool:
+    """Is every character of ``data`` a printable one-cell character?"""
+    if data.isascii():
+        return data.isprintable()
+    chars = set(data)
+    for ch in chars - _NARROW:
+        if not ch.isprintable() or wcwidth(ch) != 1:
+            return False
+        if len(_NARROW) < _NARROW_MAX:
+            _NARROW.add(ch)
+    return True
 
 
 class CaptureScreen(pyte.Screen):  # type: ignore[misc]
     """A pyte screen that remembers the lines that scroll off its top.
 
-    It also draws runs of plain ASCII faster than pyte does (no per-character
-    width lookup, one shared cell per character and style): pyte's own draw
+    It also draws runs of one-cell characters faster than pyte does (no per-character
+    width lookup, one shared cell per character and style: cells are immutable): pyte's own draw
     is what bounds the sidecar's throughput on a large output.
     """
 
     def __init__(self, columns: int, lines: int) -> None:
         super().__init__(columns, lines)
         self.scrolled: list[str] = []
-        self._cells_for: Any = None  # the style the cell cache is for
-        self._cells: dict[str, Any] = {}
+        self._cells: dict[Any, dict[str, Any]] = {}  # style -> character -> its cell
 
     def draw(self, data: str) -> None:
         charset = self.g1_charset if self.charset else self.g0_charset
-        if (charset is not LAT1_MAP or not (data.isascii() and data.isprintable())
-                or mo.IRM in self.mode or mo.DECAWM not in self.mode):
+        if (charset is not LAT1_MAP or mo.IRM in self.mode or mo.DECAWM not in self.mode
+                or not _all_narrow(data)):
             super().draw(data)
             return
         cursor, columns = self.cursor, self.columns
-        if self._cells_for != cursor.attrs:
-            self._cells_for, self._cells = cursor.attrs, {}
-        cells, make = self._cells, cursor.attrs._replace
+        cells = self._cells.get(cursor.attrs)
+        if cells is None:
+            if len(self._cells) > _STYLES_CACHED:
+                self._cells.clear()
+            cells = self._cells[cursor.attrs] = {}
+        make = cursor.attrs._replace
         i, n = 0, len(data)
         while i < n:
             if cursor.x >= columns:  # wrap, as pyte does: at the next character
