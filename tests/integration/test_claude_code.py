@@ -173,6 +173,13 @@ def user_texts(request: dict[str, Any]) -> list[str]:
             for t in fake_user_texts(m)]
 
 
+def unwrap_paste(text: str) -> str:
+    """Claude Code 2.1 hands a large paste to the model as <pasted_content id=...>...</...>."""
+    m = re.fullmatch(r'\s*<pasted_content id="[^"]*">\n(.*)\n</pasted_content id="[^"]*">\s*',
+                     text, re.DOTALL)
+    return m.group(1) if m else text
+
+
 def assert_clean(text: str, sent: str) -> None:
     for line in text.splitlines():
         for pattern in CHROME:
@@ -206,14 +213,18 @@ def test_group_message_is_one_prompt_and_the_reply_is_shared_clean(
     assert shared.count(expected) == 1  # shared once, not once per redraw
     assert len(fake_api.conversation()) == 1  # the Enter submitted it exactly once
 
-    # and it is ready for the next one: a second message is a second prompt
+    # and it is ready for the next one: a long message (a paste Claude Code folds into
+    # "[Pasted text #1 +29 lines]", the case where an early Enter gets swallowed) is
+    # again one prompt
     wait_for(lambda: agent(csp_env).get("state") == "ready", timeout=20, what="ready again")
-    assert csp_env.cspctl("send", "@claude", "one more, on one line").returncode == 0
+    long = "\n".join(f"row {i:02d} of a long message: " + "x" * 40 for i in range(30))
+    assert csp_env.cspctl("send", "@claude", long).returncode == 0
     second = wait_calls(fake_api, 2)
-    tagged = [t for t in user_texts(second[-1]) if TAG in t]
-    assert tagged == [f"{TAG} {body}", f"{TAG} one more, on one line"]
-    assert_clean(wait_shared(csp_env, f"ECHO: {TAG} one more, on one line"), f"{TAG} {body}")
-
+    tagged = [unwrap_paste(t) for t in user_texts(second[-1]) if TAG in t]
+    assert tagged == [f"{TAG} {body}", f"{TAG} {long}"]
+    shared = wait_shared(csp_env, "row 29 of a long message", "lines received)")
+    assert_clean(shared, f"{TAG} {body}\n{long}")
+    assert len(fake_api.conversation()) == 2
 
 def test_a_message_sent_while_claude_works_waits_for_its_reply(
         claude: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
