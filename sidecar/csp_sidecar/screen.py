@@ -94,6 +94,8 @@ class CaptureScreen(pyte.Screen):  # type: ignore[misc]
         super().index()
 
     def _line_text(self, y: int) -> str:
+        """Row ``y`` as text, right-trimmed: ``display[y].rstrip()`` without pyte's
+        per-cell width lookups (readiness checks read the screen on every state change)."""
         line = self.buffer[y]
         if not line:
             return ""
@@ -101,7 +103,20 @@ class CaptureScreen(pyte.Screen):  # type: ignore[misc]
         for x, cell in line.items():
             if x < len(chars):
                 chars[x] = cell.data
-        return "".join(chars).rstrip()
+        text = "".join(chars)
+        if text.isascii():
+            return text.rstrip()
+        out, covered = [], False
+        for ch in chars:  # a wide character covers the next cell, whatever is stored there
+            if covered:
+                covered = False
+                continue
+            out.append(ch)
+            covered = bool(ch) and wcwidth(ch[0]) == 2
+        return "".join(out).rstrip()
+
+    def text_lines(self) -> list[str]:
+        return [self._line_text(y) for y in range(self.lines)]
 
 
 class ScreenModel:
@@ -139,7 +154,7 @@ class ScreenModel:
 
     def lines(self) -> list[str]:
         """The visible lines, right-trimmed."""
-        return [line.rstrip() for line in self.screen.display]
+        return self.screen.text_lines()
 
     @property
     def cursor_row(self) -> int:
