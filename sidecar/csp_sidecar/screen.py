@@ -112,7 +112,7 @@ class CaptureScreen(pyte.Screen):  # type: ignore[misc]
                 covered = False
                 continue
             out.append(ch)
-            covered = bool(ch) and wcwidth(ch[0]) == 2
+            covered = ch not in _NARROW and bool(ch) and wcwidth(ch[0]) == 2
         return "".join(out).rstrip()
 
     def text_lines(self) -> list[str]:
