@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cases as _cases  # noqa: F401  (registers the gateway cases)
+from . import sidecar_cases as _sidecar_cases  # noqa: F401  (and the sidecar's)
 from .gateway import BenchGateway
 from .registry import CASES, Context, Figures
 
