@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dbus_fast.validators import is_bus_name_valid
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cspd.busnames import AGENT_PREFIX, bus_name, guess_agent, is_agent_bus_name
@@ -11,6 +11,7 @@ from cspd.busnames import AGENT_PREFIX, bus_name, guess_agent, is_agent_bus_name
 AGENT_NAMES = st.from_regex(r"\A[a-z][a-z0-9_-]{0,31}\Z")
 
 
+@settings(deadline=None)  # no timing in tests: a loaded machine must not fail it
 @given(AGENT_NAMES)
 def test_every_agent_name_is_a_valid_bus_name(name: str) -> None:
     bus = bus_name(name)
