@@ -119,12 +119,13 @@ class Workspace:
         t.set_option(self.window, "pane-border-format", BORDER_FORMAT, scope="w")
         t.set_option(self.window, "remain-on-exit", "on", scope="w")
         t.set_option(self.window, "automatic-rename", "off", scope="w")
-        t.set_option(chat, "@csp_role", "chat", scope="p")
-        t.set_title(chat, "chat")
+        t.set_option(chat, "@csp_role", "chat", scope="p")  # the chat titles itself
         last = chat
         for spec in agents:  # each after the previous: the window order is the config order
             last = self._split_agent(spec, last)
-        self.relayout()
+            self.relayout()  # before the next split halves a pane that is already small
+        if not agents:
+            self.relayout()
         t.run("select-pane", "-t", chat)
 
     def _split_agent(self, spec: AgentSpec, chat: str) -> str:
