@@ -77,7 +77,8 @@ def csp_env(tmp_path: Path) -> CspEnv:
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CSP_", "LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+           if not k.startswith(("CSP_", "LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_",
+                                "DBUS_SESSION_BUS_ADDRESS", "TMUX"))}
     env.update({
         "XDG_RUNTIME_DIR": str(run),
         "XDG_STATE_HOME": str(tmp_path / "state"),
@@ -125,6 +126,8 @@ class GatewayProcess:
 @pytest.fixture
 def gateway(csp_env: CspEnv) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(csp_env)
-    gw.start()
-    yield gw
-    gw.stop()
+    try:
+        gw.start()
+        yield gw
+    finally:
+        gw.stop()  # also when start() timed out: never leak a cspd

@@ -54,6 +54,9 @@ async def stop_api(api: Api) -> None:
 @pytest.fixture
 async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Api]:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    # sealed off from the developer's real session bus: presence falls back to connections
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     a = await start_api(tmp_path)
     try:
         yield a
