@@ -142,7 +142,7 @@ class Sidecar:
                              kind="direct", content=text, ts=now_iso()))
 
     def interrupt(self) -> None:
-        self.keys.buffer.clear()
+        self.keys.clear()
         self.write_child(b"\x03")
 
     # -- messages in ---------------------------------------------------------
@@ -345,12 +345,19 @@ class Sidecar:
             self.publish()
 
     def _arm_quiet_timer(self) -> None:
-        if self._quiet_timer is not None or self._done.is_set():
+        """Wake up when the agent may have become ready; an earlier wake-up wins."""
+        if self._done.is_set():
             return
         delay = max(0.0, self._last_output + self.profile_obj.quiet_ms / 1000 - time.monotonic())
         if self._injected_gen == self.screen.generation:
             delay = max(delay, self._injected_at + REACTION_TIMEOUT - time.monotonic())
-        self._quiet_timer = asyncio.get_running_loop().call_later(delay + 0.01, self._on_quiet)
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay + 0.01
+        if self._quiet_timer is not None:
+            if self._quiet_timer.when() <= when:
+                return
+            self._quiet_timer.cancel()
+        self._quiet_timer = loop.call_at(when, self._on_quiet)
 
     def _on_quiet(self) -> None:
         self._quiet_timer = None
