@@ -150,6 +150,24 @@ class GatewayClient:
         result: dict[str, Any] = await self.request("GET", f"{API}/rooms")
         return result
 
+    async def create_room(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("POST", f"{API}/rooms",
+                                                    json_body={"name": name})
+        return result
+
+    async def join_room(self, room: str, name: str | None = None) -> None:
+        body = {"name": name} if name else {}
+        await self.request("POST", f"{API}/rooms/{room}/join", json_body=body)
+
+    async def leave_room(self, room: str, name: str | None = None) -> None:
+        body = {"name": name} if name else {}
+        await self.request("POST", f"{API}/rooms/{room}/leave", json_body=body)
+
+    async def update_room(self, room: str, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("PATCH", f"{API}/rooms/{room}",
+                                                    json_body=fields)
+        return result
+
     async def control(self, name: str, action: str) -> None:
         await self.request("POST", f"{API}/agents/{name}/control", json_body={"action": action})
 

@@ -13,6 +13,7 @@ from .config_cmd import agents_add, agents_presets, agents_remove, config
 from .gateway_cmd import gateway
 from .mcp_cmd import mcp
 from .messages_cmd import history, send
+from .rooms_cmd import rooms
 from .token_cmd import token
 
 
@@ -34,7 +35,7 @@ def cli() -> None:
 
 
 for command in (gateway, send, history, agents, pause, resume, interrupt, token,
-                attach, spawn, kill, chat, config, mcp):
+                attach, spawn, kill, chat, config, mcp, rooms):
     cli.add_command(command)
 agents.add_command(agents_add)
 agents.add_command(agents_remove)
