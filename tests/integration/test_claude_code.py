@@ -27,16 +27,17 @@ import pytest
 from tests.conftest import REPO, CspEnv, GatewayProcess
 from tests.polling import wait_for
 from tests.tmuxtest import Pane, TmuxServer
-from tests.tools.fake_anthropic import SLOW_MARK
+from tests.tools.fake_anthropic import RUN_MARK, SLOW_MARK
 from tests.tools.fake_anthropic import user_texts as fake_user_texts
 
 TAG = "[human → @claude]"
 # what must never be shared as Claude's words: its chrome and the terminal's
 CHROME = [re.compile(p) for p in (
     r"\x1b", r"[\x00-\x08\x0b-\x1f]",              # escape sequences, control bytes
-    r"^\s*[❯>]", r"^[─━═]{5,}",                     # the prompt, the rules around it
+    r"^\s*[❯>]", r"^[─━═╌]{5,}",                    # the prompt, the rules around it
     r"^\s*[✻✶✢✳✽✺·◐◑◒◓]\s",                        # spinners, "Worked for 1s", effort
     r"esc to interrupt", r"shift\+tab", r"\? for shortcuts", r"focus-events",
+    r"Do you want to proceed", r"Waiting for permission",   # its permission menu
 )]
 
 
@@ -120,12 +121,13 @@ def claude_env(csp_env: CspEnv, api: FakeAnthropic, project: Path) -> dict[str, 
     }
 
 
-def start_claude(csp_env: CspEnv, tmux: TmuxServer, api: FakeAnthropic) -> Pane:
+def start_claude(csp_env: CspEnv, tmux: TmuxServer, api: FakeAnthropic,
+                 *args: str) -> Pane:
     project = csp_env.root / "project"
     project.mkdir()
     env = claude_env(csp_env, api, project)
     command = ["env", *(f"{k}={v}" for k, v in env.items()),
-               *sidecar_executable(), "--name", "claude", "--", "claude"]
+               *sidecar_executable(), "--name", "claude", "--", "claude", *args]
     pane = tmux.new_pane(f"cd {shlex.quote(str(project))} && {shlex.join(command)}",
                          width=100, height=30)
     try:
@@ -246,3 +248,27 @@ def test_a_message_sent_while_claude_works_waits_for_its_reply(
     shared = wait_shared(csp_env, f"ECHO: {TAG} meanwhile, a second one")
     assert shared.index(f"ECHO: {TAG} please") < shared.index(f"ECHO: {TAG} meanwhile")
     assert_clean(shared, f"{TAG} please {SLOW_MARK}")
+
+
+def test_a_message_never_answers_claudes_permission_prompt(
+        claude: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
+        fake_api: FakeAnthropic) -> None:
+    # "manual" permissions: Claude Code asks before running a command that writes
+    # (its default, "auto" mode, lets a classifier decide, and let this one run)
+    pane = start_claude(csp_env, tmux, fake_api, "--permission-mode", "default")
+    made = csp_env.root / "project" / "made-by-tool"
+    assert csp_env.cspctl("send", "@claude", f"{RUN_MARK} touch {made.name}").returncode == 0
+    pane.wait_text("Do you want to proceed?", timeout=30)  # its menu: " ❯ 1. Yes", ...
+    # a message now would pick the menu's entry if typed in (its Enter chooses "1. Yes")
+    assert csp_env.cspctl("send", "@claude", "2 more things, yes").returncode == 0
+    wait_for(lambda: agent(csp_env).get("queue") == 1, what="the message held back")
+    assert "Do you want to proceed?" in pane.screen()
+    assert not made.exists()
+    # the human answers the menu (Esc: no); only then does the message go in, as a prompt
+    pane.send("Escape")
+    calls = wait_calls(fake_api, 2)
+    tagged = [t for t in user_texts(calls[-1]) if TAG in t]
+    assert tagged[-1] == f"{TAG} 2 more things, yes"
+    assert not made.exists()  # the command never ran
+    shared = wait_shared(csp_env, f"ECHO: {TAG} 2 more things, yes")
+    assert_clean(shared, f"{TAG} {RUN_MARK} touch {made.name}")

@@ -14,6 +14,8 @@ as server-sent events in the order the real API uses (message_start,
 content_block_start, ping, content_block_delta..., content_block_stop,
 message_delta, message_stop).  Claude Code's side requests (a one-token quota
 probe, title and topic guesses) get the same treatment, which it tolerates.
+A prompt with a line ``RUN: <command>`` is answered with a Bash tool call, and
+the tool's result with ``TOOL RESULT: <its first line>``.
 A prompt containing ``take your time`` is answered slowly (the stream pauses
 for ``SLOW_SECONDS`` before its first word), so a test can watch the CLI busy.
 ``count_tokens`` and ``GET /v1/models`` answer plausibly; anything else is
@@ -38,6 +40,7 @@ from aiohttp import web
 LOG_KEY = web.AppKey("log", Path)
 _ids = itertools.count(1)
 SLOW_MARK = "take your time"
+RUN_MARK = "RUN:"
 SLOW_SECONDS = 3.0
 _HEADERS = ("user-agent", "anthropic-version", "anthropic-beta", "x-api-key", "authorization")
 
@@ -76,6 +79,46 @@ def reply_for(body: dict[str, Any]) -> str:
     return f"ECHO: {' / '.join(lines)}\n({count} line{'s' if count != 1 else ''} received)"
 
 
+def _tool_results(body: dict[str, Any]) -> list[str]:
+    """The results in the last user message, when it only answers a tool call.
+
+    A rejected call's result comes together with the user's next prompt: then
+    the prompt is what gets answered.
+    """
+    messages = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+    content = messages[-1].get("content") if messages else None
+    if not isinstance(content, list) or user_texts(messages[-1]):
+        return []
+    out = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            result = block.get("content")
+            if isinstance(result, list):
+                result = " ".join(str(b.get("text", "")) for b in result if isinstance(b, dict))
+            out.append(str(result or ""))
+    return out
+
+
+def blocks_for(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The reply's content blocks and its stop reason.
+
+    A prompt with ``RUN: <command>`` on a line gets a Bash tool call for it (so
+    a test can see Claude Code ask for permission); the tool's result is then
+    answered with ``TOOL RESULT: <first line>``; anything else with the echo.
+    """
+    results = _tool_results(body)
+    if results:
+        first = (results[0].strip().splitlines() or [""])[0]
+        return [{"type": "text", "text": f"TOOL RESULT: {first}"}], "end_turn"
+    for line in last_user_text(body).splitlines():
+        if RUN_MARK in line:
+            command = line.split(RUN_MARK, 1)[1].strip()
+            return [{"type": "tool_use", "id": f"toolu_fake{next(_ids):06d}", "name": "Bash",
+                     "input": {"command": command, "description": "Run the requested command"}}
+                    ], "tool_use"
+    return [{"type": "text", "text": reply_for(body)}], "end_turn"
+
+
 def _usage(body: dict[str, Any], output: str) -> dict[str, int]:
     size = len(json.dumps(body.get("messages", [])))
     return {"input_tokens": max(1, size // 4), "output_tokens": max(1, len(output) // 4),
@@ -109,36 +152,44 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 
 async def messages(request: web.Request) -> web.StreamResponse:
     body = await _record(request)
-    text = reply_for(body)
-    message = _message(body, text)
+    blocks, stop = blocks_for(body)
+    message = _message(body, json.dumps(blocks))
     if not body.get("stream"):
-        message.update(content=[{"type": "text", "text": text}], stop_reason="end_turn")
+        message.update(content=blocks, stop_reason=stop)
         return web.json_response(message)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
     await response.write(_sse("message_start", {"type": "message_start", "message": message}))
-    await response.write(_sse("content_block_start", {
-        "type": "content_block_start", "index": 0,
-        "content_block": {"type": "text", "text": ""}}))
     await response.write(_sse("ping", {"type": "ping"}))
-    if SLOW_MARK in last_user_text(body):
+    if SLOW_MARK in last_user_text(body) and not _tool_results(body):
         await asyncio.sleep(SLOW_SECONDS)
-    # a few deltas, as the real API streams words, not whole replies
-    words = text.split(" ")
-    pieces = [" ".join(words[i:i + 4]) + (" " if i + 4 < len(words) else "")
-              for i in range(0, len(words), 4)]
-    for piece in pieces:
-        await response.write(_sse("content_block_delta", {
-            "type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": piece}}))
-    await response.write(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    for index, block in enumerate(blocks):
+        for event in _block_events(index, block):
+            await response.write(_sse(event["type"], event))
     await response.write(_sse("message_delta", {
-        "type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
         "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
     await response.write(_sse("message_stop", {"type": "message_stop"}))
     await response.write_eof()
     return response
+
+
+def _block_events(index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
+    """One content block as the real API streams it: start, deltas, stop."""
+    if block["type"] == "tool_use":
+        start = {**block, "input": {}}
+        deltas = [{"type": "input_json_delta", "partial_json": json.dumps(block["input"])}]
+    else:
+        start = {"type": "text", "text": ""}
+        # a few words at a time, as the real API streams
+        words = str(block["text"]).split(" ")
+        deltas = [{"type": "text_delta",
+                   "text": " ".join(words[i:i + 4]) + (" " if i + 4 < len(words) else "")}
+                  for i in range(0, len(words), 4)]
+    return [{"type": "content_block_start", "index": index, "content_block": start},
+            *({"type": "content_block_delta", "index": index, "delta": d} for d in deltas),
+            {"type": "content_block_stop", "index": index}]
 
 
 async def count_tokens(request: web.Request) -> web.Response:
