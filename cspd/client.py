@@ -8,7 +8,6 @@ runtime dir, and turns every failure into a :class:`~cspd.errors.CspError`.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -16,18 +15,13 @@ from typing import Any
 
 import aiohttp
 
-from . import paths
 from .auth import ensure_token, read_token
+from .endpoint import AGENT_ENV, GATEWAY_ENV, ROOM_ENV, default_identity, gateway_address
 from .errors import CspError, GatewayUnavailable, from_json
-from .protocol import API, HUMAN, IDENTITY_HEADER, Message
+from .protocol import API, IDENTITY_HEADER, Message
 
-GATEWAY_ENV = "CSP_GATEWAY"
-AGENT_ENV = "CSP_AGENT"
-ROOM_ENV = "CSP_ROOM"
-
-
-def gateway_address() -> str:
-    return os.environ.get(GATEWAY_ENV) or str(paths.socket_path())
+__all__ = ["AGENT_ENV", "GATEWAY_ENV", "ROOM_ENV", "GatewayClient", "default_identity",
+           "gateway_address"]
 
 
 class GatewayClient:
@@ -213,8 +207,3 @@ def _handshake_error(exc: aiohttp.WSServerHandshakeError) -> CspError:
     code = {401: "unauthorized", 403: "forbidden", 409: "conflict",
             404: "not_found", 400: "bad_request"}.get(exc.status, "internal")
     return from_json(exc.status, {"error": code, "message": exc.message or code})
-
-
-def default_identity() -> str:
-    """``cspctl`` speaks as the agent it runs inside (``CSP_AGENT``), else as the human."""
-    return os.environ.get(AGENT_ENV) or HUMAN

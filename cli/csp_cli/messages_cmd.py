@@ -6,12 +6,13 @@ import sys
 
 import click
 
-from cspd.client import GatewayClient, default_identity
+from cspd import quick
+from cspd.endpoint import default_identity
 from cspd.errors import BadRequest
-from cspd.protocol import split_address_words
+from cspd.protocol import API, Message, split_address_words
 
 from .render import format_message, print_json, print_json_line
-from .runner import coro_command
+from .runner import coro_command, edge
 
 SEND_HELP = """Send a message to the group chat.
 
@@ -34,9 +35,9 @@ Inside an agent (CSP_AGENT set) you speak as that agent, otherwise as
 @click.option("--as", "as_name", metavar="NAME", help="Speak as NAME instead of $CSP_AGENT.")
 @click.option("--urgent", is_flag=True, help="Deliver without waiting for the agents to idle.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored message as JSON.")
-@coro_command
-async def send(words: tuple[str, ...], room: str | None, as_name: str | None, urgent: bool,
-               as_json: bool) -> None:
+@edge
+def send(words: tuple[str, ...], room: str | None, as_name: str | None, urgent: bool,
+         as_json: bool) -> None:
     addresses, rest = split_address_words(list(words))
     if not rest or rest == ["-"]:
         if sys.stdin.isatty() and not rest:
@@ -49,8 +50,12 @@ async def send(words: tuple[str, ...], room: str | None, as_name: str | None, ur
         urgent, text = True, text[1:].lstrip()
     if not text.strip():
         raise BadRequest("empty message")
-    async with GatewayClient(agent=as_name or default_identity()) as client:
-        message = await client.send(addresses or ["@all"], text, room=room, urgent=urgent)
+    body: dict[str, object] = {"to": addresses or ["@all"], "content": text, "urgent": urgent}
+    if room:
+        body["room"] = room
+    # one request: the standard-library client keeps `cspctl send` quick to start
+    message = Message.from_json(quick.call("POST", f"{API}/messages", body=body,
+                                           agent=as_name or default_identity()))
     if as_json:
         print_json(message.to_json())
     else:
@@ -65,29 +70,38 @@ async def send(words: tuple[str, ...], room: str | None, as_name: str | None, ur
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new messages as they come.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per line (with --follow) or a JSON list.")
-@coro_command
-async def history(room: str | None, limit: int, since: int, follow: bool, as_json: bool) -> None:
+@edge
+def history(room: str | None, limit: int, since: int, follow: bool, as_json: bool) -> None:
     """Show the chat history (the newest LIMIT messages, oldest first)."""
     colour = sys.stdout.isatty()
-    async with GatewayClient(timeout=None if follow else 30.0) as client:  # type: ignore[arg-type]
-        messages = await client.history(room=room, since=since, limit=limit)
-        if as_json and not follow:
-            print_json([m.to_json() for m in messages])
-            return
-        last = since
-        for m in messages:
+    params: dict[str, object] = {"since": since, "limit": limit}
+    if room:
+        params["room"] = room
+    data = quick.call("GET", f"{API}/messages", params=params)
+    messages = [Message.from_json(m) for m in data["messages"]]
+    if as_json and not follow:
+        print_json([m.to_json() for m in messages])
+        return
+    last = since
+    for m in messages:
+        _emit(m, as_json, colour)
+        last = max(last, m.id)
+    if follow:
+        if not messages and since == 0:
+            last = int(quick.call("GET", f"{API}/health")["messages"])
+        _follow(room, last, as_json, colour)
+
+
+@coro_command
+async def _follow(room: str | None, since: int, as_json: bool, colour: bool) -> None:
+    from cspd.client import GatewayClient  # aiohttp only when following
+
+    async with GatewayClient(timeout=None) as client:  # type: ignore[arg-type]
+        async for m in client.follow(room=room, since=since):
             _emit(m, as_json, colour)
-            last = max(last, m.id)
-        if follow:
-            if not messages and since == 0:
-                last = int((await client.health())["messages"])
-            async for m in client.follow(room=room, since=last):
-                _emit(m, as_json, colour)
 
 
-def _emit(m: object, as_json: bool, colour: bool) -> None:
-    from cspd.protocol import Message
-    assert isinstance(m, Message)
+def _emit(m: Message, as_json: bool, colour: bool) -> None:
     if as_json:
         print_json_line(m.to_json())
     else:

@@ -1,0 +1,25 @@
+"""Where the gateway is and who is speaking: the environment contract.
+
+Kept free of heavy imports so that one-shot commands (``cspctl send``) start fast.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import paths
+from .protocol import HUMAN
+
+GATEWAY_ENV = "CSP_GATEWAY"
+AGENT_ENV = "CSP_AGENT"
+ROOM_ENV = "CSP_ROOM"
+
+
+def gateway_address() -> str:
+    """``$CSP_GATEWAY`` (a socket path or ``http://127.0.0.1:PORT``), else the user's socket."""
+    return os.environ.get(GATEWAY_ENV) or str(paths.socket_path())
+
+
+def default_identity() -> str:
+    """``cspctl`` speaks as the agent it runs inside (``CSP_AGENT``), else as the human."""
+    return os.environ.get(AGENT_ENV) or HUMAN
