@@ -48,6 +48,11 @@ class Profile:
     capture: bool = True
     capture_quiet_ms: int = 200
     chunk_max_chars: int = 4000
+    # how to start the CLI so it draws inline (not in the alternate screen, where the
+    # sidecar can neither tell it is ready nor capture it): variables set unless the
+    # user's environment already sets them, and arguments added after the program
+    env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def is_agent(self) -> bool:
@@ -76,7 +81,12 @@ def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:
             raise ConfigError(f"{source}: unknown key '{key}'")
         if key.endswith("_patterns"):
             kwargs[key] = _compile(source, key, value)
-        elif key in ("commands", "reply_markers"):
+        elif key == "env":
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise ConfigError(f"{source}: 'env' must be a table of strings")
+            kwargs[key] = dict(value)
+        elif key in ("commands", "reply_markers", "args"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: '{key}' must be a list of strings")
             kwargs[key] = tuple(value)
@@ -98,6 +108,17 @@ def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:
         raise ConfigError(f"{source}: 'tag_format': only {{sender}}, {{to}} and {{text}} "
                           f"may be used ({exc!r})") from None
     return Profile(**kwargs)
+
+
+def apply_to_command(profile: Profile, command: list[str]) -> list[str]:
+    """The command with the profile's ``args`` after the program, unless already given."""
+    missing = [a for a in profile.args if a not in command[1:]]
+    return command[:1] + missing + command[1:]
+
+
+def apply_to_env(profile: Profile, env: dict[str, str]) -> dict[str, str]:
+    """The environment with the profile's ``env`` where the user has not set it."""
+    return {**profile.env, **env}
 
 
 def _user_dir() -> Path:

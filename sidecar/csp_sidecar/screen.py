@@ -20,6 +20,10 @@ from pyte.screens import wcwidth
 
 _MODE = re.compile(rb"\x1b\[\?([0-9;]+)([hl])")
 _STYLES_CACHED = 256
+# CSI sequences with a private marker pyte does not know (kitty keyboard ESC[<u / ESC[>1u,
+# xterm modifyOtherKeys ESC[>4;2m): they set input modes and draw nothing
+_PRIVATE_CSI = re.compile(r"\x1b\[[<>=][0-9;:?]*[ -/]*[@-~]")
+_CUT_CSI = re.compile(r"\x1b(\[[0-9;:?<>=]{0,64}[ -/]{0,4})?\Z")
 _PARTIAL = re.compile(rb"\x1b(\[(\?[0-9;]{0,64})?)?\Z")  # the start of a _MODE, cut off
 
 
@@ -125,13 +129,25 @@ class ScreenModel:
         self.stream = pyte.Stream(self.screen)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._tail = b""
+        self._held = ""
         self.bracketed_paste = False
         self.alternate_screen = False
         self.generation = 0  # bumps on every feed; "has anything changed since"
 
     def feed(self, data: bytes) -> None:
         self._scan_modes(data)
-        self.stream.feed(self._decoder.decode(data))
+        text = self._held + self._decoder.decode(data)
+        # a CSI cut off at the end waits for its end, so the filter below sees it whole
+        cut = _CUT_CSI.search(text)
+        self._held, text = (text[cut.start():], text[:cut.start()]) if cut else ("", text)
+        text = _PRIVATE_CSI.sub("", text)
+        try:
+            self.stream.feed(text)
+        except Exception:
+            # pyte chokes on a few modern sequences (e.g. one cut in half by a read);
+            # the screen model is a best effort, the agent's terminal got the bytes
+            # already: lose the rest of this chunk, never the sidecar
+            self.stream = pyte.Stream(self.screen)
         self.generation += 1
 
     def _scan_modes(self, data: bytes) -> None:

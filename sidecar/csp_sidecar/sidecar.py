@@ -36,7 +36,7 @@ from .control import ChangeListener
 from .injection import keystrokes_for
 from .keys import LineTracker
 from .link import GatewayLink
-from .profiles import Profile
+from .profiles import Profile, apply_to_command, apply_to_env
 from .screen import ScreenModel
 from .terminal import get_size, is_tty, raw_mode
 from .title import PaneTitle
@@ -397,7 +397,7 @@ class Sidecar:
     # -- lifecycle -----------------------------------------------------------
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = apply_to_env(self.profile_obj, dict(os.environ))
         for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
             env.pop(var, None)
         env.update(self.options.env)
@@ -408,7 +408,8 @@ class Sidecar:
 
     def spawn(self) -> None:
         rows, cols = get_size(STDIN)
-        self.child = PtyProcess.spawn(self.command, cwd=self.options.cwd, env=self.child_env(),
+        self.child = PtyProcess.spawn(apply_to_command(self.profile_obj, self.command),
+                                      cwd=self.options.cwd, env=self.child_env(),
                                       dimensions=(rows, cols))
         os.set_blocking(self.child.fd, False)
         self.link.pid = self.child.pid

@@ -115,9 +115,8 @@ def claude_env(csp_env: CspEnv, api: FakeAnthropic, project: Path) -> dict[str, 
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        # the classic renderer: the fullscreen one lives in the alternate screen,
-        # which the sidecar takes for a full-screen app (never ready, nothing captured)
-        "CLAUDE_CODE_DISABLE_ALTERNATE_SCREEN": "1",
+        # nothing about the renderer here: the claude profile itself asks for the
+        # classic one (CLAUDE_CODE_DISABLE_ALTERNATE_SCREEN), as a new user gets it
     }
 
 

@@ -111,3 +111,24 @@ def test_a_user_profile_can_claim_a_program(user_dir: Path) -> None:
     (user_dir / "py.toml").write_text('commands = ["python3"]\n')
     assert profile_for_command(["claude"]).name == "fast-claude"
     assert profile_for_command(["python3"]).name == "py"
+
+
+def test_profile_env_and_args_apply_without_overriding_the_user() -> None:
+    from csp_sidecar.profiles import apply_to_command, apply_to_env, load_profile
+
+    claude = load_profile("claude")
+    assert apply_to_env(claude, {})["CLAUDE_CODE_DISABLE_ALTERNATE_SCREEN"] == "1"
+    mine = {"CLAUDE_CODE_DISABLE_ALTERNATE_SCREEN": "0"}
+    assert apply_to_env(claude, mine) == mine
+    codex = load_profile("codex")
+    assert apply_to_command(codex, ["codex", "resume"]) == ["codex", "--no-alt-screen", "resume"]
+    assert apply_to_command(codex, ["codex", "--no-alt-screen"]) == ["codex", "--no-alt-screen"]
+
+
+def test_profile_env_must_be_a_table_of_strings(tmp_path: Path) -> None:
+    from csp_sidecar.profiles import parse_profile
+
+    with pytest.raises(ConfigError, match="'env' must be a table of strings"):
+        parse_profile("x", {"env": {"A": 1}}, "x.toml")
+    with pytest.raises(ConfigError, match="'args' must be a list of strings"):
+        parse_profile("x", {"args": "--flag"}, "x.toml")
