@@ -48,8 +48,25 @@ class Capture:
 
     def settle(self, scrolled: list[str], lines: list[str], cursor_row: int) -> list[str]:
         """New settled lines since the last call, filtered; updates the baseline."""
-        new = self._diff(scrolled + lines[:cursor_row])
+        new = self._dedent_replies(self._diff(scrolled + lines[:cursor_row]))
         return [line for line in (self._clean(x) for x in new) if line is not None]
+
+    def _dedent_replies(self, lines: list[str]) -> list[str]:
+        """Continuation lines of a reply are indented under its marker (``● ``): drop that."""
+        out: list[str] = []
+        indent = 0
+        for line in lines:
+            stripped = line.lstrip()
+            lead = len(line) - len(stripped)
+            marker = next((m for m in self.profile.reply_markers if stripped.startswith(m)), None)
+            if marker is not None:
+                indent = lead + len(marker)
+            elif stripped and lead >= indent > 0:
+                line = line[indent:]
+            elif stripped:
+                indent = 0
+            out.append(line)
+        return out
 
     def _diff(self, current: list[str]) -> list[str]:
         """Lines of ``current`` not in the transcript seen so far; merge them into it.

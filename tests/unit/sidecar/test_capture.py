@@ -38,7 +38,7 @@ def test_claude_reply_without_prompt_rules_footer_or_spinner() -> None:
               "✻ Pondering… (esc to interrupt)\n" + "─" * 50 + "\n❯ \n" + "─" * 50
               + "\n  ? for shortcuts")
     a.screen.feed(screen.replace("\n", "\r\n").encode() + b"\x1b[6;3H")
-    assert a.settle() == ["Here is the plan:", "  - read the code", "  - fix the bug"]
+    assert a.settle() == ["Here is the plan:", "- read the code", "- fix the bug"]
 
 
 def test_claude_boxes_and_interruptions_are_chrome() -> None:
@@ -52,7 +52,7 @@ def test_codex_reply_marker_and_chrome() -> None:
     a = Agent("codex")
     lines = ["• Ran the tests", "  all 12 passed", "", "› Ask Codex to do anything",
              "  ? for shortcuts     98% context left", "Working (3s • esc to interrupt)"]
-    assert a.capture.settle([], lines, 6) == ["Ran the tests", "  all 12 passed", ""]
+    assert a.capture.settle([], lines, 6) == ["Ran the tests", "all 12 passed", ""]
 
 
 def test_gemini_reply_marker_and_chrome() -> None:
