@@ -107,7 +107,7 @@ class Capture:
         if SPINNER.match(line):
             return None
         n = _norm(line)
-        if any(n == e or (len(n) > 12 and n in e) for e in self.echoes):
+        if any(_is_echo(n, e) for e in self.echoes):
             return None
         return line.rstrip()
 
@@ -137,6 +137,14 @@ class Capture:
         if current.strip():
             out.append(current)
         return [c.strip("\n") for c in out if c.strip()]
+
+
+def _is_echo(line: str, echo: str) -> bool:
+    """Is this screen line (part of) text we typed in, maybe behind a short prompt?"""
+    if line == echo or (len(line) > 12 and line in echo):
+        return True
+    # "❯ [human → @all] hi", ">>> [human → @all] hi": the echo behind a prompt
+    return len(echo) > 12 and line.endswith(echo) and len(line) - len(echo) <= 4
 
 
 def _cut_point(line: str, cap: int) -> int:

@@ -184,3 +184,15 @@ def test_no_chunk_exceeds_the_cap_and_nothing_is_lost(cap: int) -> None:
     out = c.chunks(lines)
     assert all(len(chunk) <= cap for chunk in out)
     assert "".join("".join(out).split()) == "".join("".join(lines).split())
+
+
+def test_echo_behind_a_generic_prompt_is_not_shared() -> None:
+    from csp_sidecar.capture import Capture
+    from csp_sidecar.profiles import load_profile
+
+    cap = Capture(load_profile("generic"))
+    cap.expect_echo("[human → @all] hello agents, please report")
+    lines = ["❯ [human → @all] hello agents, please report",
+             ">>> [human → @all] hello agents, please report",
+             "● reply: [human → @all] hello agents, please report", "❯"]
+    assert cap.settle([], lines, 3) == ["● reply: [human → @all] hello agents, please report"]
