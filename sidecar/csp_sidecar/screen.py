@@ -124,18 +124,48 @@ class CaptureScreen(pyte.Screen):  # type: ignore[misc]
 
 
 class ScreenModel:
+    """The screen, updated lazily.
+
+    ``feed`` only scans for modes and queues the bytes; the VT emulator runs when
+    someone looks at the screen (readiness and capture do, at quiet points).  So
+    a flood of output passes through at the speed of the terminal, not of pyte,
+    and of a flood only its last ``BACKLOG_KEEP`` bytes are ever emulated: enough
+    for the screen it leaves behind, which is all that readiness looks at.
+    """
+
+    BACKLOG_KEEP = 256 * 1024
+
     def __init__(self, rows: int, cols: int) -> None:
-        self.screen = CaptureScreen(cols, rows)
-        self.stream = pyte.Stream(self.screen)
+        self._screen = CaptureScreen(cols, rows)
+        self.stream = pyte.Stream(self._screen)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._tail = b""
         self._held = ""
+        self._backlog = bytearray()
+        self.dropped = 0  # bytes of floods never emulated
         self.bracketed_paste = False
         self.alternate_screen = False
         self.generation = 0  # bumps on every feed; "has anything changed since"
 
+    @property
+    def screen(self) -> CaptureScreen:
+        self._drain()
+        return self._screen
+
     def feed(self, data: bytes) -> None:
         self._scan_modes(data)
+        self._backlog += data
+        if len(self._backlog) > 2 * self.BACKLOG_KEEP:
+            cut = len(self._backlog) - self.BACKLOG_KEEP
+            del self._backlog[:cut]
+            self.dropped += cut
+        self.generation += 1
+
+    def _drain(self) -> None:
+        if not self._backlog:
+            return
+        data = bytes(self._backlog)
+        self._backlog.clear()
         text = self._held + self._decoder.decode(data)
         # a CSI cut off at the end waits for its end, so the filter below sees it whole
         cut = _CUT_CSI.search(text)
@@ -147,8 +177,7 @@ class ScreenModel:
             # pyte chokes on a few modern sequences (e.g. one cut in half by a read);
             # the screen model is a best effort, the agent's terminal got the bytes
             # already: lose the rest of this chunk, never the sidecar
-            self.stream = pyte.Stream(self.screen)
-        self.generation += 1
+            self.stream = pyte.Stream(self._screen)
 
     def _scan_modes(self, data: bytes) -> None:
         # a sequence cut off at the end of a read is kept and completed by the next one
@@ -166,7 +195,7 @@ class ScreenModel:
         self._tail = buf[esc:] if esc >= 0 and _PARTIAL.match(buf, esc) else b""
 
     def resize(self, rows: int, cols: int) -> None:
-        self.screen.resize(rows, cols)
+        self.screen.resize(rows, cols)  # after draining: the old size drew the backlog
 
     def lines(self) -> list[str]:
         """The visible lines, right-trimmed."""

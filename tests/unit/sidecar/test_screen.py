@@ -201,3 +201,14 @@ def test_lines_are_pytes_display_right_trimmed(pieces: list[str], cols: int,
     except IndexError:  # pyte's display trips over a wide character's orphaned stub
         return
     assert m.lines() == expected
+
+
+def test_a_flood_is_emulated_only_at_its_end_but_modes_are_all_seen() -> None:
+    m = ScreenModel(5, 40)
+    lines = b"".join(b"flood line %d\r\n" % i for i in range(60_000))
+    half = len(lines) // 2
+    m.feed(lines[:half] + b"\x1b[?2004h" + lines[half:])  # a mode switch mid-flood
+    m.feed(b"the end")
+    assert m.dropped > 0  # most of the flood was never emulated...
+    assert m.bracketed_paste  # ...but its mode switches were all seen
+    assert m.lines()[-2:] == ["flood line 59999", "the end"]  # and the screen it left is right
