@@ -45,9 +45,10 @@ class Gateway:
     messages: int = 0
     # presence.py sets this while it watches the session bus; joined/left then come from it
     bus_presence: bool = False
+    bus_agents: set[str] = field(default_factory=set)  # names owned on the session bus
 
     def status_text(self) -> str:
-        online = len(self.hub.agents)
+        online = len(set(self.hub.agents) | self.bus_agents)
         agents = "agent" if online == 1 else "agents"
         presence = ("" if self.bus_presence
                     else "; no session bus: presence falls back to connections")

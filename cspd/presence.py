@@ -129,6 +129,8 @@ class Presence:
 
     def _set_active(self, active: bool) -> None:
         self.gw.bus_presence = active
+        if not active:
+            self.gw.bus_agents.clear()
         self.gw.update_status()
 
     async def _watch_disconnect(self, bus: MessageBus) -> None:
@@ -192,6 +194,7 @@ class Presence:
     async def _joined(self, agent: BusAgent) -> None:
         log.info("%s joined #%s (%s, %s)", agent.name, agent.room, agent.bus_name, agent.owner)
         await self.gw.store.ensure_room(agent.room)
+        self.gw.bus_agents.add(agent.name)
         await self.gw.router.system(agent.room, f"{agent.name} joined #{agent.room}")
         self.gw.update_status()
 
@@ -199,6 +202,7 @@ class Presence:
         log.info("%s left (%s)", agent.name, agent.bus_name)
         if agent.name in self.gw.router.known:
             await self.gw.store.touch_agent(agent.name)
+        self.gw.bus_agents.discard(agent.name)
         await self.gw.router.system(agent.props.get("Room") or agent.room, f"{agent.name} left")
         self.gw.update_status()
 

@@ -109,6 +109,11 @@ def gateway_agents(env: CspEnv) -> dict[str, dict[str, Any]]:
     return {a["name"]: a for a in json.loads(r.stdout)["agents"]}
 
 
+def health_status(env: CspEnv) -> str:
+    r = env.cspctl("gateway", "status", "--json")
+    return str(json.loads(r.stdout)["health"]["status"])
+
+
 def busctl_prop(bus: PrivateBus, dest: str, name: str) -> str:
     r = bus.busctl("get-property", dest, "/io/csp/Agent", "io.csp.Agent1", name)
     assert r.returncode == 0, r.stderr
@@ -124,9 +129,11 @@ def test_join_and_leave_follow_the_bus_name_even_on_sigkill(
     assert row["on_bus"] and row["online"]
     assert row["dbus_name"] == "io.csp.Agent.claude"
     assert (row["state"], row["pid"], row["room"]) == ("ready", 4242, "lobby")
+    assert health_status(on_bus).startswith("1 agent online")  # counted though not connected
 
     agent.send_signal(signal.SIGKILL)
     wait_for(lambda: "claude left" in system_lines(on_bus, "lobby"), what="the leave message")
+    assert health_status(on_bus).startswith("0 agents online")
     assert system_lines(on_bus, "lobby").count("claude joined #lobby") == 1
     assert "claude" not in gateway_agents(on_bus)  # never registered over the stream
 
