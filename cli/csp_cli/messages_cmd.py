@@ -94,11 +94,24 @@ def history(room: str | None, limit: int, since: int, follow: bool, as_json: boo
 
 @coro_command
 async def _follow(room: str | None, since: int, as_json: bool, colour: bool) -> None:
-    from cspd.client import GatewayClient  # aiohttp only when following
+    """Print live messages; when the gateway goes away, say so and pick up where it was."""
+    import asyncio
 
-    async with GatewayClient(timeout=None) as client:  # type: ignore[arg-type]
-        async for m in client.follow(room=room, since=since):
-            _emit(m, as_json, colour)
+    from cspd.client import GatewayClient  # aiohttp only when following
+    from cspd.errors import GatewayUnavailable
+
+    last, backoff = since, 0.2
+    while True:
+        try:
+            async with GatewayClient(timeout=None) as client:  # type: ignore[arg-type]
+                async for m in client.follow(room=room, since=last):
+                    _emit(m, as_json, colour)
+                    last, backoff = max(last, m.id), 0.2
+        except GatewayUnavailable:
+            pass
+        click.echo("cspctl: the gateway went away; reconnecting...", err=True)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 5.0)
 
 
 def _emit(m: Message, as_json: bool, colour: bool) -> None:
