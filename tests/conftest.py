@@ -22,7 +22,7 @@ import pytest
 from tests.polling import wait_for
 
 # fixtures that live in their own modules
-pytest_plugins = ["tests.tmuxtest"]
+pytest_plugins = ["tests.tmuxtest", "tests.dbus_bus"]
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+import pytest
+
 
 @dataclass
 class PrivateBus:
@@ -41,3 +43,14 @@ def private_bus() -> Iterator[PrivateBus]:
     finally:
         with suppress(ProcessLookupError):
             os.kill(bus.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def bus() -> Iterator[PrivateBus]:
+    """A private session bus for a test module (skips, or fails in CI, without dbus)."""
+    from tests.conftest import require
+
+    require(have_dbus_daemon() and shutil.which("busctl") is not None,
+            "dbus-daemon and busctl are needed")
+    with private_bus() as b:
+        yield b

@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CspEnv, GatewayProcess, require
-from tests.dbus_bus import PrivateBus, have_dbus_daemon, private_bus
+from tests.conftest import CspEnv, GatewayProcess
+from tests.dbus_bus import PrivateBus
 from tests.integration.test_sidecar import SIDECAR, fake_cli, received, sidecar_cmd
 from tests.polling import wait_for
 from tests.tmuxtest import TmuxServer
@@ -27,14 +26,6 @@ from tests.tmuxtest import TmuxServer
 pytestmark = pytest.mark.integration
 
 DEST = "io.csp.Agent.fa_1"
-
-
-@pytest.fixture(scope="module")
-def bus() -> Iterator[PrivateBus]:
-    require(have_dbus_daemon() and shutil.which("busctl") is not None,
-            "dbus-daemon and busctl are needed")
-    with private_bus() as b:
-        yield b
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,19 +20,11 @@ from typing import Any
 import pytest
 
 from cspd.client import GatewayClient
-from tests.conftest import REPO, CspEnv, GatewayProcess, require
-from tests.dbus_bus import PrivateBus, have_dbus_daemon, private_bus
+from tests.conftest import REPO, CspEnv, GatewayProcess
+from tests.dbus_bus import PrivateBus
 from tests.polling import async_wait_for, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def bus() -> Iterator[PrivateBus]:
-    require(have_dbus_daemon() and shutil.which("busctl") is not None,
-            "dbus-daemon and busctl are needed")
-    with private_bus() as b:
-        yield b
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,19 +24,11 @@ from cspd import sessionbus
 from cspd.busnames import PROPERTIES_MATCH, BusNameTaken, bus_name
 from cspd.errors import BadRequest
 from tests.conftest import require
-from tests.dbus_bus import PrivateBus, have_dbus_daemon, private_bus
+from tests.dbus_bus import PrivateBus, private_bus
 from tests.fake_agent import FakeControl
 from tests.polling import async_wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def bus() -> Iterator[PrivateBus]:
-    require(have_dbus_daemon() and shutil.which("busctl") is not None,
-            "dbus-daemon and busctl are needed")
-    with private_bus() as b:
-        yield b
 
 
 @pytest.fixture
