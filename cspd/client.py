@@ -86,11 +86,7 @@ class GatewayClient:
         return self._session
 
     def unavailable(self, exc: BaseException) -> GatewayUnavailable:
-        where = self.address
-        return GatewayUnavailable(
-            f"the gateway is not running at {where} ({exc.__class__.__name__}: {exc}); "
-            "start it with `systemctl --user start csp-gateway.socket` "
-            "or run `cspd` in a terminal")
+        return GatewayUnavailable.not_running(self.address, f"{exc.__class__.__name__}: {exc}")
 
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       params: dict[str, Any] | None = None) -> Any:
@@ -111,8 +107,7 @@ class GatewayClient:
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:
             raise self.unavailable(exc) from None
         except TimeoutError:
-            raise GatewayUnavailable(f"the gateway at {self.address} did not answer in "
-                                     f"{self._timeout:.0f}s") from None
+            raise GatewayUnavailable.no_answer(self.address, self._timeout) from None
 
     # -- API ---------------------------------------------------------------
 

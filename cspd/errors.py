@@ -82,6 +82,15 @@ class GatewayUnavailable(CspError):
     code = "unavailable"
     exit_code = 3
 
+    @classmethod
+    def not_running(cls, address: str, why: str) -> GatewayUnavailable:
+        return cls(f"the gateway is not running at {address} ({why}); start it with "
+                   "`systemctl --user start csp-gateway.socket` or run `cspd` in a terminal")
+
+    @classmethod
+    def no_answer(cls, address: str, timeout: float) -> GatewayUnavailable:
+        return cls(f"the gateway at {address} did not answer in {timeout:.0f}s")
+
 
 class ConfigError(CspError):
     code = "config"

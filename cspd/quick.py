@@ -65,12 +65,9 @@ def call(method: str, path: str, *, body: Any = None, params: dict[str, Any] | N
         resp = conn.getresponse()
         text = resp.read()
     except TimeoutError:
-        raise GatewayUnavailable(f"the gateway at {address} did not answer in "
-                                 f"{timeout:.0f}s") from None
+        raise GatewayUnavailable.no_answer(address, timeout) from None
     except OSError as exc:
-        raise GatewayUnavailable(
-            f"the gateway is not running at {address} ({exc.strerror or exc}); start it with "
-            "`systemctl --user start csp-gateway.socket` or run `cspd` in a terminal") from None
+        raise GatewayUnavailable.not_running(address, str(exc.strerror or exc)) from None
     finally:
         conn.close()
     try:
