@@ -26,3 +26,13 @@ class RateLimiter:
             raise RateLimited(f"too many messages from {client}; retry in {retry:.2f}s",
                               retry_after=round(retry, 3))
         self._buckets[client] = (tokens - 1.0, now)
+        if len(self._buckets) > self.MAX_CLIENTS:
+            self._forget_full(now)
+
+    MAX_CLIENTS = 1024
+
+    def _forget_full(self, now: float) -> None:
+        """Drop buckets that have refilled: forgetting them changes nothing."""
+        refill = self.burst / self.rate
+        self._buckets = {c: (t, last) for c, (t, last) in self._buckets.items()
+                         if now - last < refill}
