@@ -30,7 +30,10 @@ SIDECAR_ENV = "CSP_SIDECAR"
 # what a pane needs to find the same gateway, bus and config as the cspctl that made it
 PASSED_ENV = ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
               "CSP_GATEWAY", "CSP_SIDECAR", "DBUS_SESSION_BUS_ADDRESS", "PATH")
-BORDER_FORMAT = "#{?pane_active,#[bold],} #{pane_index}: #{pane_title} #[default]"
+# the sidecar keeps @csp_title current ("claude · busy · 2 queued"); the agent may retitle
+# its pane (Claude Code does, by OSC), which must not hide the state
+BORDER_FORMAT = ("#{?pane_active,#[bold],} #{pane_index}: "
+                 "#{?@csp_title,#{@csp_title},#{pane_title}} #[default]")
 
 # $0 = agent name, $1 = how to restart it, "$@" after shift = the sidecar's argv
 WRAPPER = (

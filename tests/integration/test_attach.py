@@ -76,6 +76,13 @@ def test_attach_builds_the_layout_once(csp_env: CspEnv, gateway: GatewayProcess,
         wait_for(lambda n=name, p=pane: n in tmux.run(
             "display-message", "-p", "-t", p["pane_id"], "#{pane_title}").stdout,
             what=f"{name}'s title")
+        # the border shows the sidecar's own title (state and queue), which the agent
+        # cannot hide by retitling its pane
+        tmux.run("select-pane", "-t", pane["pane_id"], "-T", "retitled by the agent")
+        border = tmux.run("show-options", "-wv", "-t", "csp:", "pane-border-format").stdout
+        wait_for(lambda n=name, p=pane, b=border: f"{n} · ready" in tmux.run(
+            "display-message", "-p", "-t", p["pane_id"], b.strip()).stdout,
+            what=f"{name}'s state in its border")
     # options scoped to this session and window, not the server
     assert tmux.run("show-options", "-v", "-t", "csp", "mouse").stdout.strip() == "on"
     assert tmux.run("show-options", "-gv", "mouse").stdout.strip() == "off"
