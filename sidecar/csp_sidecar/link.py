@@ -27,6 +27,7 @@ log = logging.getLogger("csp_sidecar.link")
 
 BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
+HELLO_TIMEOUT = 10.0
 
 
 class NameTaken(Conflict):
@@ -65,6 +66,7 @@ class GatewayLink:
             if self.pid:
                 extra["pid"] = str(self.pid)
             ws = await client.stream(agent=self.name, room=self.room, extra=extra)
+            await self._await_hello(ws)
         except Conflict:
             await client.close()
             raise NameTaken(f"an agent named {self.name!r} is already online; "
@@ -77,6 +79,24 @@ class GatewayLink:
         self.last_error = None
         if self._state:
             await self._send(self._state)
+
+    async def _await_hello(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The gateway registers the agent, then says hello: only then is it addressable."""
+        try:
+            msg = await ws.receive(timeout=HELLO_TIMEOUT)
+        except TimeoutError:
+            await ws.close()
+            raise GatewayUnavailable("the gateway did not greet the sidecar") from None
+        frame: Any = None
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            with contextlib.suppress(ValueError):
+                frame = json.loads(msg.data)
+        if isinstance(frame, dict) and frame.get("type") == "hello":
+            return
+        await ws.close()
+        if isinstance(frame, dict) and frame.get("error") == "conflict":
+            raise Conflict(str(frame.get("message", "name taken")))
+        raise GatewayUnavailable("the gateway closed the connection before greeting")
 
     async def first_connect(self) -> bool:
         """Try once before the child starts: a taken name is fatal, no gateway is not."""

@@ -298,3 +298,13 @@ def test_bash_round_trip_of_keystrokes(csp_env: CspEnv, gateway: GatewayProcess,
     pane.type("exit 5\r")
     assert pane.dead_status() == 5
     assert subprocess.run(["true"]).returncode == 0
+
+
+def test_the_agent_is_addressable_before_its_cli_starts(csp_env: CspEnv,
+                                                        gateway: GatewayProcess) -> None:
+    # the CLI's very first act addresses the agent by name: registration came first
+    r = csp_env.run(*SIDECAR, "--name", "early", "--", sys.executable, "-m", "csp_cli",
+                    "send", "@early", "@human", "first words")
+    assert r.returncode == 0, r.stderr
+    sent = [m for m in history(csp_env) if m["content"] == "first words"]
+    assert sent and sent[0]["from"] == "early"  # and it spoke as the agent (CSP_AGENT)
