@@ -35,6 +35,7 @@ from .capture import Capture
 from .control import ChangeListener
 from .injection import keystrokes_for
 from .keys import LineTracker
+from .lifeline import die_with_parent
 from .link import GatewayLink
 from .profiles import Profile, apply_to_command, apply_to_env
 from .screen import ScreenModel
@@ -410,7 +411,7 @@ class Sidecar:
         rows, cols = get_size(STDIN)
         self.child = PtyProcess.spawn(apply_to_command(self.profile_obj, self.command),
                                       cwd=self.options.cwd, env=self.child_env(),
-                                      dimensions=(rows, cols))
+                                      dimensions=(rows, cols), preexec_fn=die_with_parent)
         os.set_blocking(self.child.fd, False)
         self.link.pid = self.child.pid
 

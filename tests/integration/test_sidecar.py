@@ -308,3 +308,15 @@ def test_the_agent_is_addressable_before_its_cli_starts(csp_env: CspEnv,
     assert r.returncode == 0, r.stderr
     sent = [m for m in history(csp_env) if m["content"] == "first words"]
     assert sent and sent[0]["from"] == "early"  # and it spoke as the agent (CSP_AGENT)
+
+
+def test_a_sigkilled_sidecar_takes_a_hup_proof_agent_with_it(
+        csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer) -> None:
+    pidfile = csp_env.root / "agent.pid"
+    pane = tmux.new_pane(sidecar_cmd("doomed", "sh", "-c",
+                                     f"trap '' HUP; echo $$ > {pidfile}; echo up; "
+                                     "while :; do sleep 1; done"))
+    pane.wait_text("up")
+    agent = int(pidfile.read_text())
+    os.kill(pane.pid, signal.SIGKILL)
+    wait_for(lambda: not _alive(agent), what="the agent to die with its sidecar")
