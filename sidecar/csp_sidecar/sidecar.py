@@ -26,16 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ptyprocess import PtyProcess
-
 from cspd.client import AGENT_ENV, GATEWAY_ENV, ROOM_ENV, gateway_address
 from cspd.protocol import Message, now_iso
 
+from .agent_process import AgentProcess
 from .capture import Capture
 from .control import ChangeListener
 from .injection import keystrokes_for
 from .keys import LineTracker
-from .lifeline import die_with_parent
 from .link import GatewayLink
 from .profiles import Profile, apply_to_command, apply_to_env
 from .screen import ScreenModel
@@ -48,7 +46,6 @@ STDIN, STDOUT = 0, 1
 READ_SIZE = 65536
 # after an injection, wait for the agent to react before calling it ready again
 REACTION_TIMEOUT = 5.0
-KILL_GRACE = 1.5
 
 
 @dataclass
@@ -94,7 +91,7 @@ class Sidecar:
         self._done = asyncio.Event()
         self._local_ids = -1
         self._inject_task: asyncio.Task[None] | None = None
-        self.child: PtyProcess | None = None
+        self.child: AgentProcess | None = None
         rows, cols = get_size(STDIN)
         self.screen = ScreenModel(rows, cols)
         self.link = GatewayLink(
@@ -391,8 +388,7 @@ class Sidecar:
     def _on_winch(self) -> None:
         rows, cols = get_size(STDIN)
         if self.child is not None:
-            with contextlib.suppress(OSError):
-                self.child.setwinsize(rows, cols)
+            self.child.resize(rows, cols)
         self.screen.resize(rows, cols)
 
     # -- lifecycle -----------------------------------------------------------
@@ -408,11 +404,9 @@ class Sidecar:
         return env
 
     def spawn(self) -> None:
-        rows, cols = get_size(STDIN)
-        self.child = PtyProcess.spawn(apply_to_command(self.profile_obj, self.command),
-                                      cwd=self.options.cwd, env=self.child_env(),
-                                      dimensions=(rows, cols), preexec_fn=die_with_parent)
-        os.set_blocking(self.child.fd, False)
+        self.child = AgentProcess(apply_to_command(self.profile_obj, self.command),
+                                  cwd=self.options.cwd, env=self.child_env(),
+                                  size=get_size(STDIN))
         self.link.pid = self.child.pid
 
     def _child_closed(self) -> None:
@@ -436,7 +430,7 @@ class Sidecar:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_terminate, sig)
         if not is_tty(STDIN):
-            loop.add_signal_handler(signal.SIGINT, self._forward, signal.SIGINT)
+            loop.add_signal_handler(signal.SIGINT, self.child.signal_group, signal.SIGINT)
         try:
             with raw_mode(STDIN):
                 await self._done.wait()
@@ -445,7 +439,7 @@ class Sidecar:
                 loop.remove_reader(STDIN)
             for sig in (signal.SIGWINCH, signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            status = await self._reap()
+            status = await self.child.reap()
             self.exit_status = status
             self._restore_modes()
             self.publish()
@@ -456,65 +450,10 @@ class Sidecar:
             await self.title.wait()
         return status
 
-    def _forward(self, sig: int) -> None:
-        if self.child is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.child.pid, sig)
-
     def _on_terminate(self, sig: int) -> None:
         """The sidecar is told to go (pane closed, systemd, kill): the agent goes too."""
-        self._forward(signal.SIGHUP)
-        asyncio.get_running_loop().create_task(self._end_group())
-
-    async def _end_group(self) -> None:
-        await self._wait_group_gone(KILL_GRACE)
-        self._forward(signal.SIGTERM)
-        await self._wait_group_gone(KILL_GRACE)
-        self._forward(signal.SIGKILL)
-
-    async def _wait_group_gone(self, timeout: float) -> bool:
-        assert self.child is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.child.pid, 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
-            if self._done.is_set() and not self.child.isalive():
-                return True
-            await asyncio.sleep(0.05)
-        return False
-
-    async def _reap(self) -> int:
-        """Wait for the child, then make sure nothing of its process group lingers."""
-        assert self.child is not None
-        deadline = time.monotonic() + KILL_GRACE
-        while self.child.isalive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if self.child.isalive():
-            await self._end_group()
-            deadline = time.monotonic() + KILL_GRACE
-            while self.child.isalive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-        # leftovers in the agent's group (daemons, helpers) get SIGHUP, then SIGTERM
-        try:
-            os.killpg(self.child.pid, 0)
-            lingering = True
-        except (ProcessLookupError, PermissionError):
-            lingering = False
-        if lingering:
-            self._forward(signal.SIGHUP)
-            if not await self._wait_group_gone(KILL_GRACE):
-                self._forward(signal.SIGTERM)
-                if not await self._wait_group_gone(KILL_GRACE):
-                    self._forward(signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            self.child.close(force=True)
-        if self.child.signalstatus is not None:
-            return 128 + int(self.child.signalstatus)
-        return int(self.child.exitstatus or 0)
+        if self.child is not None:
+            asyncio.get_running_loop().create_task(self.child.end_group(signal.SIGHUP))
 
     def _restore_modes(self) -> None:
         """Leave the human's terminal usable even if the agent died mid-screen."""
