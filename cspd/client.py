@@ -86,7 +86,9 @@ class GatewayClient:
         return self._session
 
     def unavailable(self, exc: BaseException) -> GatewayUnavailable:
-        return GatewayUnavailable.not_running(self.address, f"{exc.__class__.__name__}: {exc}")
+        # the OS's reason ("No such file or directory"), worded as quick.py words it
+        why = getattr(exc, "strerror", None) or f"{exc.__class__.__name__}: {exc}"
+        return GatewayUnavailable.not_running(self.address, str(why))
 
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       params: dict[str, Any] | None = None) -> Any:
