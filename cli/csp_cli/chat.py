@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,6 +149,7 @@ class Chat:
         self.last_id = 0
         self.default_room: str | None = None  # learnt from the gateway
         self.quit = asyncio.Event()
+        self.last_error: CspError | None = None  # what went wrong with the last failed line
         self._follower: asyncio.Task[None] | None = None
         self._client = GatewayClient(address, timeout=10.0)
 
@@ -249,12 +251,14 @@ class Chat:
             else:
                 await self._command(parsed)
         except GatewayUnavailable as exc:
+            self.last_error = exc
             self.view.show(render_notice(f"not sent, the gateway is unreachable: "
                                          f"{_short(exc)}", "error"))
             if isinstance(parsed, SendLine) and not self.view.editor.text:
                 self.view.editor.set(line)  # give the text back rather than lose it
                 self.view.redraw_input()
         except CspError as exc:
+            self.last_error = exc
             self.view.show(render_notice(exc.message, "error"))
 
     async def _command(self, cmd: CommandLine) -> None:
@@ -395,7 +399,9 @@ class PlainView:
 async def run_plain(room: str | None, address: str | None = None) -> None:
     """Line mode: messages on stdout, commands and text from stdin, one per line.
 
-    At the end of stdin it leaves once what was read has been sent.
+    At the end of stdin it leaves once what was read has been sent.  A line that
+    failed (not sent, refused) makes it exit with that error's code, so a script
+    piping into it learns that something did not go through.
     """
     colour = sys.stdout.isatty()
     view = PlainView(lambda s: click.echo(s, color=colour))
@@ -405,17 +411,25 @@ async def run_plain(room: str | None, address: str | None = None) -> None:
         await chat.run()
     finally:
         task.cancel()
+    if chat.last_error is not None:
+        raise chat.last_error
 
 
 async def _read_stdin_lines(chat: Chat) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except ValueError:  # a regular file: reading it never blocks
+    if not _pollable(sys.stdin.fileno()):
+        # a regular file or /dev/null: reading never blocks, and epoll refuses them
         for line in sys.stdin.read().splitlines():
             await chat.submit(line)
     else:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while (line := await reader.readline()) and not chat.quit.is_set():
             await chat.submit(line.decode(errors="replace").rstrip("\n"))
     chat.quit.set()
+
+
+def _pollable(fd: int) -> bool:
+    """Whether the event loop can watch ``fd`` (a pipe, socket or terminal)."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
