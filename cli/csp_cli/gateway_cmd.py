@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cspd.client import GatewayClient
-from cspd.errors import CspError
+from cspd.errors import CspError, Forbidden, GatewayUnavailable, Unauthorized
 
 from . import systemd
 from .render import print_json
@@ -54,12 +54,13 @@ def reload() -> None:
     click.echo("gateway configuration reloaded")
 
 
-async def _health() -> dict[str, Any] | None:
+async def _health() -> dict[str, Any] | CspError:
+    """The gateway's health, or why there is none (not running, token refused, ...)."""
     try:
         async with GatewayClient(timeout=5.0, create_token=False) as client:
             return await client.health()
-    except CspError:
-        return None
+    except CspError as exc:
+        return exc
 
 
 @gateway.command()
@@ -68,7 +69,12 @@ async def _health() -> dict[str, Any] | None:
 def status(as_json: bool) -> None:
     """Show whether the gateway runs and what it is doing.
 
-    Exit status: 0 when it answers, 3 when it does not.
+    \b
+      cspctl gateway status
+      cspctl gateway status --json | jq .health.status
+
+    Exit status: 0 when it answers, 3 when it does not, 4 when it refuses
+    the token this client sent.
     """
     info: dict[str, Any] = {}
     try:
@@ -78,8 +84,13 @@ def status(as_json: bool) -> None:
     except systemd.NoUserManager as exc:
         info["systemd"] = None
         info["systemd_error"] = exc.message.splitlines()[0]
-    health = run(_health()) if info.get("socket") != "inactive" or not info["systemd"] else None
+    answer = (run(_health()) if info.get("socket") != "inactive" or not info["systemd"]
+              else GatewayUnavailable("the socket unit is inactive"))
+    health = None if isinstance(answer, CspError) else answer
     info["health"] = health
+    if isinstance(answer, CspError):
+        info["error"] = answer.message
+    refused = isinstance(answer, (Unauthorized, Forbidden))
     if as_json:
         print_json(info)
     else:
@@ -93,9 +104,11 @@ def status(as_json: bool) -> None:
             click.echo(f"systemd: {info['systemd_error']}")
         if health:
             click.echo(f"gateway: answering, {health['status']}")
+        elif refused:
+            click.echo(f"gateway: answering, but it refused this client: {info['error']}")
         else:
-            click.echo("gateway: not answering")
-    sys.exit(0 if health else 3)
+            click.echo(f"gateway: not answering ({info['error']})")
+    sys.exit(0 if health else 4 if refused else 3)
 
 
 @gateway.command()
