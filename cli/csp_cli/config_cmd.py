@@ -15,7 +15,7 @@ import click
 import tomli_w
 
 from cspd import paths
-from cspd.config import load_document
+from cspd.config import gateway_config, load_document
 from cspd.errors import BadRequest
 from cspd.protocol import check_name
 
@@ -39,10 +39,18 @@ def config_path() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @edge
 def config_show(as_json: bool) -> None:
-    """Print the configuration in effect, defaults filled in (and check it)."""
+    """Print the configuration in effect, defaults filled in (and check it).
+
+    \b
+      cspctl config show
+      cspctl config show --json | jq .config.gateway.max_message_bytes
+
+    Exits 2, naming the file, line and key, when config.toml is not valid.
+    """
     path = paths.config_path()
     conf = agentsconf.load(path)
     doc = load_document(path)
+    doc["gateway"] = dataclasses.asdict(gateway_config(doc, path))
     doc["layout"] = dataclasses.asdict(conf.layout)
     doc["agents"] = [a.to_toml() for a in conf.agents]
     if not doc["agents"]:
@@ -130,8 +138,15 @@ def agents_remove(name: str) -> None:
 
 
 @click.command("presets")
-def agents_presets() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def agents_presets(as_json: bool) -> None:
     """The agent CLIs csp knows, whether they are installed, and their risky flag."""
+    if as_json:
+        print_json([{"name": p.name, "title": p.title, "command": list(p.command),
+                     "profile": p.profile, "skip_permissions": list(p.skip_permissions),
+                     "installed": shutil.which(p.executable), "install_hint": p.install_hint}
+                    for p in presets.PRESETS.values()])
+        return
     for p in presets.PRESETS.values():
         found = shutil.which(p.executable)
         where = f"installed: {found}" if found else f"not found: {p.install_hint}"
