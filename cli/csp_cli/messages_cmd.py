@@ -8,7 +8,7 @@ import click
 
 from cspd import quick
 from cspd.endpoint import default_identity
-from cspd.errors import BadRequest
+from cspd.errors import BadRequest, NotFound
 from cspd.protocol import API, Message, split_address_words
 
 from .render import format_message, print_json, print_json_line
@@ -79,6 +79,8 @@ def history(room: str | None, limit: int, since: int, follow: bool, as_json: boo
         params["room"] = room
     data = quick.call("GET", f"{API}/messages", params=params)
     messages = [Message.from_json(m) for m in data["messages"]]
+    if room and not messages:
+        _check_room(room)  # a typo must not look like an empty room
     if as_json and not follow:
         print_json([m.to_json() for m in messages])
         return
@@ -90,6 +92,12 @@ def history(room: str | None, limit: int, since: int, follow: bool, as_json: boo
         if not messages and since == 0:
             last = int(quick.call("GET", f"{API}/health")["messages"])
         _follow(room, last, as_json, colour)
+
+
+def _check_room(room: str) -> None:
+    rooms = quick.call("GET", f"{API}/rooms")["rooms"]
+    if room not in {r["name"] for r in rooms}:
+        raise NotFound(f"no room #{room}", room=room)
 
 
 @coro_command
