@@ -93,4 +93,6 @@ async def relay(room: str, switch: str | None, hop_limit: int | None) -> None:
         raise click.UsageError("say 'on', 'off' or --hop-limit N")
     async with GatewayClient() as client:
         await client.update_room(room, **fields)
-    click.echo(f"#{room}: " + ", ".join(f"{k} = {v}" for k, v in fields.items()), err=True)
+    said = ([f"relay {switch}"] if switch else []) + (
+        [f"hop limit {hop_limit}"] if hop_limit is not None else [])
+    click.echo(f"#{room}: " + ", ".join(said), err=True)
