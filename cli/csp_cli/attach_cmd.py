@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -116,8 +117,13 @@ def _attach_client(ws: Workspace) -> None:
             return
         click.echo("cspctl: nesting tmux (this terminal is inside another tmux server)",
                    err=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
     argv = tmux.argv("attach-session", "-t", f"={ws.session}")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # tmux would only say "open terminal failed: not a terminal"
+        attach_cmd = shlex.join(["tmux", *argv[1:-1], ws.session])
+        raise CspError(f"cannot attach: this is not a terminal; session {ws.session!r} "
+                       f"is running: attach from a terminal with `{attach_cmd}`")
+    env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
     sys.stdout.flush()
     os.execve(argv[0], argv, env)
 
@@ -129,6 +135,11 @@ def _attach_client(ws: Workspace) -> None:
 @edge
 def attach(session: str | None, socket: str | None, detached: bool) -> None:
     """Open the group chat in tmux: the chat on top, one pane per agent below.
+
+    \b
+      cspctl agents add claude && cspctl agents add codex
+      cspctl attach                  # create the session, or attach to it again
+      cspctl attach --detached       # create it for later (scripts, ssh)
 
     Creates the session the first time (starting the gateway through systemd
     if needed); afterwards it attaches to the same session again.
