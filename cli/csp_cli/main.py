@@ -72,4 +72,5 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli()
+    # the same name in usage lines whether run as `cspctl` or `python -m csp_cli`
+    cli(prog_name="cspctl")
