@@ -1,0 +1,158 @@
+"""cspctl as a script sees it: exit codes that mean something, clear errors, --json.
+
+Every case runs the real ``cspctl`` against a real ``cspd`` (the ``gateway``
+fixture) and checks the exit code from README's table, that stderr explains
+the problem, and that no Python traceback ever reaches the user.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from csp_cli.main import COMMANDS
+
+from tests.conftest import CspEnv, GatewayProcess
+from tests.tmuxtest import TmuxServer
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def check(r: subprocess.CompletedProcess[str], code: int, *in_stderr: str) -> None:
+    """Exit code as documented, each phrase in stderr, and never a traceback."""
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    for phrase in in_stderr:
+        assert phrase in r.stderr, (phrase, r.stderr)
+    assert TRACEBACK not in r.stderr + r.stdout
+
+
+def foreign_token_env(env: CspEnv) -> dict[str, str]:
+    """A client whose token file holds another token than the gateway's."""
+    run = env.root / "other-run"
+    (run / "csp").mkdir(parents=True, mode=0o700)
+    (run / "csp" / "token").write_text("not-the-gateways-token\n")
+    return {"XDG_RUNTIME_DIR": str(run), "CSP_GATEWAY": str(env.socket)}
+
+
+@pytest.mark.parametrize(("args", "code", "phrase"), [
+    (("send", "@all", ""), 2, "empty message"),
+    (("send", "@nobody", "hi"), 5, "unknown recipient: @nobody"),
+    (("send", "--room", "Bad Room", "hi"), 2, "invalid room name"),
+    (("send", "--room", "nosuch", "hi"), 5, "no room #nosuch"),
+    (("send", "--bogus", "hi"), 2, "No such option"),
+    (("history", "--limit", "0"), 2, "limit must be between"),
+    (("history", "--room", "nosuch"), 5, "no room #nosuch"),
+    (("pause", "nosuch"), 5, "unknown agent 'nosuch'"),
+    (("pause", "Bad!"), 2, "invalid agent name"),
+    (("rooms", "join", "nosuch"), 5, "no room #nosuch"),
+    (("rooms", "relay", "main", "maybe"), 2, "not one of"),
+    (("agents", "remove", "nosuch"), 5, "no agent 'nosuch'"),
+    (("agents", "add", "x", "--env", "NOPE", "--", "cat"), 2, "--env wants KEY=VALUE"),
+])
+def test_bad_input_gets_its_exit_code(csp_env: CspEnv, gateway: GatewayProcess,
+                                      args: tuple[str, ...], code: int, phrase: str) -> None:
+    check(csp_env.cspctl(*args, input=""), code, phrase)
+
+
+def test_text_over_64_kib_is_refused_with_the_limit(csp_env: CspEnv,
+                                                    gateway: GatewayProcess) -> None:
+    r = csp_env.cspctl("send", "@all", "-", input="x" * (64 * 1024 + 1))
+    check(r, 2, "the limit is 65536")
+
+
+def test_history_of_an_empty_room_is_not_an_error(csp_env: CspEnv,
+                                                  gateway: GatewayProcess) -> None:
+    assert csp_env.cspctl("rooms", "create", "quiet").returncode == 0
+    r = csp_env.cspctl("history", "--room", "quiet", "--json")
+    check(r, 0)
+    assert json.loads(r.stdout) == []
+
+
+def test_refused_token_exits_4_and_status_says_the_gateway_answers(
+        csp_env: CspEnv, gateway: GatewayProcess) -> None:
+    other = foreign_token_env(csp_env)
+    check(csp_env.cspctl("send", "hi", extra_env=other), 4, "wrong token")
+    r = csp_env.cspctl("gateway", "status", extra_env=other)
+    check(r, 4)
+    assert "answering, but it refused this client: wrong token" in r.stdout
+    r = csp_env.cspctl("gateway", "status", "--json", extra_env=other)
+    check(r, 4)
+    status = json.loads(r.stdout)
+    assert (status["health"], status["error"]) == (None, "wrong token")
+
+
+def test_gateway_stopped_exits_3_with_the_os_reason(csp_env: CspEnv,
+                                                    gateway: GatewayProcess) -> None:
+    gateway.stop()
+    for args in (("send", "hi"), ("agents",), ("rooms",), ("pause", "claude")):
+        r = csp_env.cspctl(*args)
+        check(r, 3, "the gateway is not running at", "(No such file or directory)",
+              "start it with")
+        assert "ClientConnectorError" not in r.stderr  # aiohttp's wording stays inside
+    r = csp_env.cspctl("gateway", "status", "--json")
+    check(r, 3)
+    assert json.loads(r.stdout)["health"] is None
+
+
+def test_chat_with_stdin_at_dev_null_ends_cleanly(csp_env: CspEnv,
+                                                  gateway: GatewayProcess) -> None:
+    # epoll refuses /dev/null: this used to print a traceback and then hang
+    r = subprocess.run([sys.executable, "-m", "csp_cli", "chat"], env=csp_env.env,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    check(r, 0)
+
+
+def test_chat_fed_by_a_pipe_exits_with_the_failed_lines_code(
+        csp_env: CspEnv, gateway: GatewayProcess) -> None:
+    check(csp_env.cspctl("chat", input="hello\n"), 0)
+    check(csp_env.cspctl("chat", input="@nobody hi\n"), 5, "unknown recipient: @nobody")
+    check(csp_env.cspctl("chat", input="hi\n", extra_env=foreign_token_env(csp_env)), 4,
+          "wrong token")
+
+
+def test_agents_presets_json(csp_env: CspEnv) -> None:
+    r = csp_env.cspctl("agents", "presets", "--json")
+    check(r, 0)
+    rows = {p["name"]: p for p in json.loads(r.stdout)}
+    assert set(rows) >= {"claude", "codex", "gemini", "aider"}
+    assert rows["claude"]["skip_permissions"] == ["--dangerously-skip-permissions"]
+    assert set(rows["aider"]) >= {"command", "profile", "installed", "install_hint"}
+
+
+def test_config_show_checks_the_gateway_table(csp_env: CspEnv) -> None:
+    r = csp_env.cspctl("config", "show", "--json")
+    check(r, 0)
+    assert json.loads(r.stdout)["config"]["gateway"]["max_message_bytes"] == 65536
+    csp_env.config.parent.mkdir(parents=True, exist_ok=True)
+    csp_env.config.write_text('[gateway]\nmax_message_bytes = "big"\n')
+    check(csp_env.cspctl("config", "show"), 2, "gateway.max_message_bytes must be int")
+
+
+def test_rooms_relay_says_on_and_off(csp_env: CspEnv, gateway: GatewayProcess) -> None:
+    r = csp_env.cspctl("rooms", "relay", "main", "on", "--hop-limit", "4")
+    check(r, 0, "#main: relay on, hop limit 4")
+    r = csp_env.cspctl("rooms", "--json")
+    main = next(room for room in json.loads(r.stdout)["rooms"] if room["name"] == "main")
+    assert (main["relay"], main["hop_limit"]) == (True, 4)
+
+
+def test_attach_without_a_terminal_says_how_to_attach(csp_env: CspEnv, gateway: GatewayProcess,
+                                                      tmux: TmuxServer) -> None:
+    r = csp_env.cspctl("attach", "-L", tmux.socket, input="")
+    check(r, 1, "cannot attach: this is not a terminal",
+          f"tmux -L {tmux.socket} attach-session -t csp")
+    assert "open terminal failed" not in r.stderr
+    assert tmux.run("has-session", "-t", "=csp", check=False).returncode == 0
+
+
+def test_every_verb_has_help(csp_env: CspEnv) -> None:
+    verbs = [(), *((verb,) for verb in COMMANDS), ("agents", "add"), ("agents", "presets"),
+             ("config", "show"), ("gateway", "status"), ("rooms", "relay")]
+    for verb in verbs:
+        r = csp_env.cspctl(*verb, "--help")
+        check(r, 0)
+        assert "Usage: cspctl" in r.stdout
+    check(csp_env.run(sys.executable, "-m", "csp_sidecar", "--help"), 0)
+    check(csp_env.run(sys.executable, "-m", "cspd", "--help"), 0)
