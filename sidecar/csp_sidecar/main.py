@@ -41,6 +41,9 @@ async def _start(options: Options) -> int:
     bus = await _export_on_bus(sidecar)
     try:
         return await sidecar.run()
+    except FileNotFoundError:
+        await sidecar.link.stop()  # the agent never ran: close the gateway link cleanly
+        raise
     finally:
         if bus is not None:
             await bus.close()
@@ -114,7 +117,9 @@ def cli(name: str, profile_name: str | None, room: str | None, cwd: str | None,
         click.echo(f"csp-sidecar: {exc.message}", err=True)
         sys.exit(exc.exit_code)
     except FileNotFoundError as exc:
-        click.echo(f"csp-sidecar: cannot run {command[0]!r}: {exc.strerror}", err=True)
+        # ptyprocess raises it without an errno (strerror None)
+        why = exc.strerror or "not found or not executable"
+        click.echo(f"csp-sidecar: cannot run {command[0]!r}: {why}", err=True)
         sys.exit(127)
     sys.exit(status)
 

@@ -156,3 +156,10 @@ def test_every_verb_has_help(csp_env: CspEnv) -> None:
         assert "Usage: cspctl" in r.stdout
     check(csp_env.run(sys.executable, "-m", "csp_sidecar", "--help"), 0)
     check(csp_env.run(sys.executable, "-m", "cspd", "--help"), 0)
+
+
+def test_sidecar_names_a_command_it_cannot_run(csp_env: CspEnv, gateway: GatewayProcess) -> None:
+    r = csp_env.run(sys.executable, "-m", "csp_sidecar", "--name", "ghost", "--",
+                    "/nonexistent/agent", input="")
+    check(r, 127, "cannot run '/nonexistent/agent': not found or not executable")
+    assert "None" not in r.stderr
