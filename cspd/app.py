@@ -92,7 +92,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         code = {404: "not_found", 405: "method_not_allowed",
                 413: "too_large"}.get(exc.status, "http_error")
-        return json_error(exc.status, code, exc.reason)
+        message = exc.reason
+        if exc.status == 413:  # a body past client_max_size never reaches the handler
+            message = (f"message too large; the limit is "
+                       f"{gateway_of(request).config.max_message_bytes} bytes")
+        return json_error(exc.status, code, message)
     except Exception:
         log.exception("unexpected error handling %s %s", request.method, request.path)
         return json_error(500, "internal", "internal error; see `cspctl gateway logs`")

@@ -163,3 +163,10 @@ def test_sidecar_names_a_command_it_cannot_run(csp_env: CspEnv, gateway: Gateway
                     "/nonexistent/agent", input="")
     check(r, 127, "cannot run '/nonexistent/agent': not found or not executable")
     assert "None" not in r.stderr
+
+
+def test_text_far_over_the_limit_names_the_limit_too(csp_env: CspEnv,
+                                                     gateway: GatewayProcess) -> None:
+    # past the HTTP body limit aiohttp answers before the handler: same wording
+    r = csp_env.cspctl("send", "@all", "-", input="x" * (4 * 1024 * 1024))
+    check(r, 2, "the limit is 65536 bytes")
