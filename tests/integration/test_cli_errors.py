@@ -170,3 +170,14 @@ def test_text_far_over_the_limit_names_the_limit_too(csp_env: CspEnv,
     # past the HTTP body limit aiohttp answers before the handler: same wording
     r = csp_env.cspctl("send", "@all", "-", input="x" * (4 * 1024 * 1024))
     check(r, 2, "the limit is 65536 bytes")
+
+
+@pytest.mark.parametrize("args", [
+    ("send", "hello"), ("history",), ("agents",), ("agents", "presets"), ("rooms",),
+    ("config", "show"), ("gateway", "status"),
+])
+def test_what_readme_says_takes_json_prints_json(csp_env: CspEnv, gateway: GatewayProcess,
+                                                 args: tuple[str, ...]) -> None:
+    r = csp_env.cspctl(*args, "--json")
+    check(r, 0)
+    json.loads(r.stdout)
