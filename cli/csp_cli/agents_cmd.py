@@ -22,6 +22,11 @@ from .runner import coro_command
 def agents(ctx: click.Context, as_json: bool) -> None:
     """List the agents: online or not, state, queue, pid and D-Bus name.
 
+    \b
+      cspctl agents
+      cspctl agents --json | jq -r '.[] | select(.online) | .name'
+      cspctl agents add claude            # configure one for `cspctl attach`
+
     State, queue and pid are read live from each sidecar on the session bus
     where it is there; the rest comes from the gateway.
     """

@@ -72,7 +72,16 @@ def send(words: tuple[str, ...], room: str | None, as_name: str | None, urgent: 
               help="One JSON object per line (with --follow) or a JSON list.")
 @edge
 def history(room: str | None, limit: int, since: int, follow: bool, as_json: bool) -> None:
-    """Show the chat history (the newest LIMIT messages, oldest first)."""
+    """Show the chat history (the newest LIMIT messages, oldest first).
+
+    \b
+      cspctl history                     # the last 50, every room
+      cspctl history -r backend -n 200
+      cspctl history -f                  # then keep printing new ones
+      cspctl history --since 120 --json  # what came after message #120
+
+    An unknown room is an error (exit 5), not an empty history.
+    """
     colour = sys.stdout.isatty()
     params: dict[str, object] = {"since": since, "limit": limit}
     if room:

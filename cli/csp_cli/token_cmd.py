@@ -18,7 +18,11 @@ from .runner import edge
 def token(rotate: bool, show_path: bool) -> None:
     """Print the token that every request to the gateway must carry.
 
-    Scripts that talk HTTP send it as `Authorization: Bearer <token>`.
+    Scripts that talk HTTP send it as `Authorization: Bearer <token>`:
+
+    \b
+      curl --unix-socket "$XDG_RUNTIME_DIR/csp/gateway.sock" \\
+           -H "Authorization: Bearer $(cspctl token)" http://localhost/v1/health
     """
     if show_path:
         click.echo(paths.token_path())
