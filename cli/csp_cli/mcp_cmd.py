@@ -18,6 +18,7 @@ import click
 
 from cspd.client import GatewayClient, default_identity
 from cspd.errors import CspError
+from cspd.protocol import check_name
 
 from .runner import coro_command
 
@@ -37,7 +38,8 @@ agent speaks as itself (CSP_AGENT); elsewhere as 'human' or --as NAME.
 async def mcp(as_name: str | None) -> None:
     loop = asyncio.get_running_loop()
     session: str | None = None
-    async with GatewayClient(agent=as_name or default_identity()) as client:
+    agent = check_name(as_name or default_identity())  # a bad name fails now, not per tool call
+    async with GatewayClient(agent=agent) as client:
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line:

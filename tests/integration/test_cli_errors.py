@@ -181,3 +181,8 @@ def test_what_readme_says_takes_json_prints_json(csp_env: CspEnv, gateway: Gatew
     r = csp_env.cspctl(*args, "--json")
     check(r, 0)
     json.loads(r.stdout)
+
+
+def test_mcp_refuses_a_bad_name_at_start(csp_env: CspEnv, gateway: GatewayProcess) -> None:
+    # not as an error result on every tool call, with exit 0
+    check(csp_env.cspctl("mcp", "--as", "Bad!", input=""), 2, "invalid agent name 'Bad!'")
