@@ -4,9 +4,12 @@ At each quiet point (no output for ``capture_quiet_ms``) the screen is
 compared with the previous quiet point.  Lines that are new, including those
 that scrolled off the top in between, and that sit above the cursor (the
 input area and footers of TUIs live at and below it) are candidates.  Then
-the CLI's chrome (prompts, rules, footers, spinners: profile patterns), the
-echo of what was just injected and of what the human typed are dropped, reply
-markers (``● ``) are stripped, and the rest is chunked at line boundaries.
+the CLI's chrome (prompts, rules, footers, spinners: profile patterns, and
+the wrapped continuation of such a line), the echo of what was just injected
+and of what the human typed are dropped, reply markers (``● ``) are stripped,
+and the rest is chunked at line boundaries.  While a menu is open (profile
+``menu_patterns``: a permission prompt) nothing is captured: the menu's text is
+the CLI's, and what settles meanwhile is taken once the menu is answered.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from .profiles import Profile
 # it, so markdown bullets ("- item") and table rows are kept
 SPINNER = re.compile(r"^\s*([⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏⣾⣽⣻⢿⡿⣟⣯⣷]\s|[|/\\-]\s+\S.{0,60}(\.\.\.|…)"
                      r"\s*(\(.*\))?\s*$)")
+# where a line's text starts after its leading symbol ("  ⎿  Tip: …" -> column 5):
+# the column a TUI indents that line's wrapped continuation to
+_TEXT_START = re.compile(r"\s*\S+\s+(?=\S)")
 _MARGIN = 200  # transcript lines compared beyond the window's own length
 _TRANSCRIPT_LINES = 5000
 
@@ -33,6 +39,7 @@ class Capture:
         self.profile = profile
         self.previous: list[str] = []  # the tail of the transcript seen so far
         self.echoes: list[str] = []  # normalised lines we typed in ourselves
+        self.held: list[str] = []  # lines that scrolled off while a menu was open
 
     def expect_echo(self, text: str) -> None:
         """Remember text the agent will echo, so it is not shared as its output."""
@@ -47,9 +54,46 @@ class Capture:
         self._diff(list(lines))
 
     def settle(self, scrolled: list[str], lines: list[str], cursor_row: int) -> list[str]:
-        """New settled lines since the last call, filtered; updates the baseline."""
-        new = self._dedent_replies(self._diff(scrolled + lines[:cursor_row]))
+        """New settled lines since the last call, filtered; updates the baseline.
+
+        While a menu is on screen (anywhere, also below the cursor) nothing is
+        taken and the baseline stays: once the menu is answered and gone, what
+        settled around it is new, what was only the menu's never shows up.
+        """
+        if any(p.search(line) for line in lines for p in self.profile.menu_patterns):
+            self.held = (self.held + scrolled)[-_TRANSCRIPT_LINES:]
+            return []
+        current = self.held + scrolled + lines[:cursor_row]
+        self.held = []
+        chrome = self._chrome_blocks(current)
+        new = self._dedent_replies([current[i] for i in self._diff(current) if i not in chrome])
         return [line for line in (self._clean(x) for x in new) if line is not None]
+
+    def _is_chrome(self, line: str) -> bool:
+        return any(p.search(line) for p in self.profile.chrome_patterns)
+
+    def _chrome_blocks(self, lines: list[str]) -> set[int]:
+        """Indices of chrome lines as drawn, with the lines their text wraps onto.
+
+        A TUI wraps a long line (Claude Code's "⎿  Tip: …" under its spinner)
+        onto lines indented to where its text starts; no pattern can tell such a
+        continuation ("     twice to enable.") from words, but its neighbour can.
+        Decided on the whole window, so a continuation is known even when the
+        line it continues was seen before.
+        """
+        out: set[int] = set()
+        column: int | None = None
+        for i, line in enumerate(lines):
+            lead = len(line) - len(line.lstrip())
+            if line.strip() and self._is_chrome(line):
+                out.add(i)
+                start = _TEXT_START.match(line)
+                column = start.end() if start else None
+            elif line.strip() and lead == column:
+                out.add(i)
+            else:
+                column = None
+        return out
 
     def _dedent_replies(self, lines: list[str]) -> list[str]:
         """Continuation lines of a reply are indented under its marker (``● ``): drop that."""
@@ -68,8 +112,8 @@ class Capture:
             out.append(line)
         return out
 
-    def _diff(self, current: list[str]) -> list[str]:
-        """Lines of ``current`` not in the transcript seen so far; merge them into it.
+    def _diff(self, current: list[str]) -> list[int]:
+        """Indices of lines of ``current`` not in the transcript seen so far; merge them in.
 
         ``current`` is a window onto the end of the agent's transcript: what
         scrolled off since the last call, then the screen above the cursor.  It
@@ -81,8 +125,8 @@ class Capture:
         window = len(current) + _MARGIN
         before, tail = self.previous[:-window], self.previous[-window:]
         ops = difflib.SequenceMatcher(a=tail, b=current, autojunk=False).get_opcodes()
-        new = [line for op, _, _, j1, j2 in ops if op in ("insert", "replace")
-               for line in current[j1:j2]]
+        new = [j for op, _, _, j1, j2 in ops if op in ("insert", "replace")
+               for j in range(j1, j2)]
         equal = [(i1, i2, j1, j2) for op, i1, i2, j1, j2 in ops if op == "equal"]
         if not equal:
             merged = tail + current
@@ -102,7 +146,7 @@ class Capture:
                 break
         if not line.strip():
             return ""
-        if any(p.search(line) for p in self.profile.chrome_patterns):
+        if self._is_chrome(line):
             return None
         if SPINNER.match(line):
             return None

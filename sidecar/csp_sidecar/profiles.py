@@ -44,6 +44,9 @@ class Profile:
     # capture: screen lines that are the CLI's chrome, and reply markers to strip
     chrome_patterns: tuple[re.Pattern[str], ...] = ()
     reply_markers: tuple[str, ...] = ()
+    # capture: while any of these matches a screen line a menu is open (a permission
+    # prompt): nothing is captured until it is gone
+    menu_patterns: tuple[re.Pattern[str], ...] = ()
     inject: bool = True
     capture: bool = True
     capture_quiet_ms: int = 200

@@ -38,6 +38,9 @@ CHROME = [re.compile(p) for p in (
     r"^\s*[✻✶✢✳✽✺·◐◑◒◓]\s",                        # spinners, "Worked for 1s", effort
     r"esc to interrupt", r"shift\+tab", r"\? for shortcuts", r"focus-events",
     r"Do you want to proceed", r"Waiting for permission",   # its permission menu
+    r"Esc to cancel", r"^\s*\d\. (Yes|No)", r"Yes, and ", r"Run the requested command",
+    r"^\s*Tip:", r"Tip: ",                                  # tips
+    r"Claude Code v\d", r"[▐▛▜▝▘]{2}", r"^▎", r"Auto mode (is now|lets)",  # start notices
 )]
 
 
@@ -103,10 +106,7 @@ def claude_env(csp_env: CspEnv, api: FakeAnthropic, project: Path) -> dict[str, 
         "projects": {str(project): {"hasTrustDialogAccepted": True}},  # the folder trust screen
     }
     (home / ".claude.json").write_text(json.dumps(state))
-    # Tips under the spinner ("⎿ Tip: ...", wrapped over two lines) sit on screen while
-    # it waits for the API and get shared as its words: a known gap (docs/agents.md)
-    (home / ".claude").mkdir()
-    (home / ".claude" / "settings.json").write_text(json.dumps({"spinnerTipsEnabled": False}))
+    # no ~/.claude/settings.json: its defaults, tips under the spinner included
     return {
         "HOME": str(home),
         "ANTHROPIC_BASE_URL": api.url,
@@ -271,3 +271,8 @@ def test_a_message_never_answers_claudes_permission_prompt(
     assert not made.exists()  # the command never ran
     shared = wait_shared(csp_env, f"ECHO: {TAG} 2 more things, yes")
     assert_clean(shared, f"{TAG} {RUN_MARK} touch {made.name}")
+    # nothing of the menu was shared, not even the command it showed on a line of its
+    # own; the tool call is, once, as the one line Claude Code keeps of it
+    lines = [line.strip() for line in shared.splitlines()]
+    assert f"touch {made.name}" not in lines
+    assert lines.count(f"Bash(touch {made.name})") == 1, shared

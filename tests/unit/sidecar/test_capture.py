@@ -196,3 +196,74 @@ def test_echo_behind_a_generic_prompt_is_not_shared() -> None:
              ">>> [human → @all] hello agents, please report",
              "● reply: [human → @all] hello agents, please report", "❯"]
     assert cap.settle([], lines, 3) == ["● reply: [human → @all] hello agents, please report"]
+
+
+# What Claude Code 2.1.332 showed (classic renderer, 100 columns), reduced to its shape.
+_RULE = "─" * 60
+_INPUT = [_RULE, "❯ ", _RULE, "  ⏸ manual mode on · esc to interrupt"]
+
+
+def _text(lines: list[str]) -> str:
+    """What gets shared of these lines (blank runs at the ends do not count)."""
+    return "\n".join(lines).strip("\n")
+
+
+def test_claude_a_tip_wrapped_under_the_spinner_is_chrome_to_its_last_line() -> None:
+    a = Agent("claude")
+    lines = ["❯ [human → @claude] please", "", "✶ Meandering…",
+             "  ⎿  Tip: Use Plan Mode to prepare for a complex request before making",
+             "     changes. Press shift+tab twice to enable.", "", *_INPUT]
+    assert _text(a.capture.settle([], lines, 8)) == ""
+    # and when the reply replaces the spinner, only the reply is new
+    lines[2:5] = ["● ECHO: please", "  (1 line received)", "", "✻ Crunched for 3s"]
+    assert _text(a.capture.settle([], lines, 9)) == "ECHO: please\n(1 line received)"
+
+
+def test_claude_tool_output_wrapped_under_a_kept_line_is_kept() -> None:
+    a = Agent("claude")
+    lines = ["● Bash(ls)", "  ⎿  a.txt", "     b.txt", "● Two files.", "", *_INPUT]
+    assert a.capture.settle([], lines, 6) == ["Bash(ls)", "⎿  a.txt", "   b.txt",
+                                              "Two files.", ""]
+
+
+def test_claude_first_start_notice_and_logo_are_chrome() -> None:
+    a = Agent("claude")
+    lines = [" ▐▛███▛█   Claude Code v2.1.332", "▝▜██████▀  Opus 5.5 · API Usage Billing",
+             " ▝▝   ▝▝   /home/me/project", "",
+             "▎ Auto mode is now Claude Code's default permission mode.",
+             "▎ Auto mode lets Claude handle permission prompts automatically. Claude",
+             "▎ blocks the rest.", "▎ https://code.claude.com/docs/en/permission-modes",
+             "", *_INPUT]
+    assert _text(a.capture.settle([], lines, 10)) == ""
+
+
+_MENU = [_RULE, " Bash command", " Tip: auto mode handles these prompts for you",
+         " Run the requested command", "╌" * 60, " touch made", "╌" * 60,
+         " Do you want to proceed?", " ❯ 1. Yes", "   2. Yes, and always allow access to",
+         "      /home/me/project from this project", "   4. No",
+         " Esc to cancel · Tab to amend"]
+
+
+def test_claude_permission_menu_is_never_shared_and_its_tool_call_is_once() -> None:
+    a = Agent("claude", rows=30)
+    asked = ["❯ [human → @claude] RUN: touch made", "● Bash(touch made)", "  ⎿  Waiting…"]
+    assert a.capture.settle([], [*asked, *_MENU], 15) == []  # the menu is open: nothing yet
+    assert a.capture.settle([], [*asked, *_MENU], 16) == []
+    # answered: the menu is gone, the tool call and what came of it are shared
+    done = [*asked[:2], "  ⎿  Done", "● TOOL RESULT: ok", "", *_INPUT]
+    assert a.capture.settle([], done, 6) == ["Bash(touch made)", "⎿  Done", "TOOL RESULT: ok",
+                                             ""]
+
+
+def test_lines_that_scroll_off_while_a_menu_is_open_are_shared_after_it() -> None:
+    a = Agent("claude", rows=30)
+    assert a.capture.settle(["● Before the tool call, a word."], ["● Bash(x)", *_MENU],
+                            14) == []
+    out = a.capture.settle([], ["● Bash(x)", "  ⎿  Done", *_INPUT], 2)
+    assert out == ["Before the tool call, a word.", "Bash(x)", "⎿  Done"]
+
+
+def test_generic_profile_has_no_menus() -> None:
+    a = Agent("generic")
+    assert a.capture.settle([], ["$ ls", " ❯ 1. Yes", " Esc to cancel · Tab to amend", "$"],
+                            3) == ["$ ls", " ❯ 1. Yes", " Esc to cancel · Tab to amend"]
