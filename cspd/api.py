@@ -9,7 +9,7 @@ from aiohttp import web
 
 from . import __version__, presence
 from .app import gateway_of, identity, read_json
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .protocol import API, HUMAN, check_name
 from .router import Post
 
@@ -114,7 +114,7 @@ async def forget_agent(request: web.Request) -> web.Response:
     if name not in gw.router.known:
         raise NotFound(f"unknown agent {name!r}", names=[name])
     if gw.hub.online(name):
-        raise BadRequest(f"{name} is online; stop its sidecar first")
+        raise Conflict(f"{name} is online; stop its sidecar first")
     await gw.store.forget_agent(name)
     gw.router.known.discard(name)
     gw.router.agent_rooms.pop(name, None)

@@ -9,7 +9,7 @@ import click
 
 from cspd.client import GatewayClient
 from cspd.errors import GatewayUnavailable
-from cspd.protocol import check_name
+from cspd.protocol import API, check_name
 
 from . import bus
 from .render import print_json
@@ -80,6 +80,20 @@ async def _rows() -> list[dict[str, Any]]:
         rows.append({**agent, "command": shlex.join(agent["command"]), "online": True,
                      "pending": None, "last_seen": None, "on_bus": True})
     return rows
+
+
+@agents.command("forget")
+@click.argument("name")
+@coro_command
+async def forget(name: str) -> None:
+    """Forget offline agent NAME: it leaves the list, messages waiting for it are dropped.
+
+    Its configuration (`cspctl agents remove`) and the chat history stay.
+    """
+    check_name(name)
+    async with GatewayClient() as client:
+        await client.request("DELETE", f"{API}/agents/{name}")
+    click.echo(f"forgot {name}", err=True)
 
 
 def _control_command(action: str, doc: str) -> click.Command:

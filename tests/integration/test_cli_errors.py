@@ -15,6 +15,7 @@ import pytest
 from csp_cli.main import COMMANDS
 
 from tests.conftest import CspEnv, GatewayProcess
+from tests.polling import wait_for
 from tests.tmuxtest import TmuxServer
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -186,3 +187,27 @@ def test_what_readme_says_takes_json_prints_json(csp_env: CspEnv, gateway: Gatew
 def test_mcp_refuses_a_bad_name_at_start(csp_env: CspEnv, gateway: GatewayProcess) -> None:
     # not as an error result on every tool call, with exit 0
     check(csp_env.cspctl("mcp", "--as", "Bad!", input=""), 2, "invalid agent name 'Bad!'")
+
+
+def _online(env: CspEnv, name: str) -> bool | None:
+    rows = json.loads(env.cspctl("agents", "--json").stdout)
+    return next((row["online"] for row in rows if row["name"] == name), None)
+
+
+def test_agents_forget(csp_env: CspEnv, gateway: GatewayProcess) -> None:
+    sidecar = subprocess.Popen([sys.executable, "-m", "csp_sidecar", "--name", "worker", "--",
+                                "sleep", "60"], env=csp_env.env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _online(csp_env, "worker"), what="worker online")
+        check(csp_env.cspctl("agents", "forget", "worker"), 6, "worker is online")
+        sidecar.terminate()
+        sidecar.wait(timeout=15)
+        wait_for(lambda: _online(csp_env, "worker") is False, what="worker offline")
+        check(csp_env.cspctl("agents", "forget", "worker"), 0, "forgot worker")
+        assert _online(csp_env, "worker") is None
+        check(csp_env.cspctl("agents", "forget", "worker"), 5, "unknown agent 'worker'")
+    finally:
+        if sidecar.poll() is None:
+            sidecar.kill()
+            sidecar.wait(timeout=5)
