@@ -8,6 +8,7 @@ the problem, and that no Python traceback ever reaches the user.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -211,3 +212,14 @@ def test_agents_forget(csp_env: CspEnv, gateway: GatewayProcess) -> None:
         if sidecar.poll() is None:
             sidecar.kill()
             sidecar.wait(timeout=5)
+
+
+def test_rate_limited_exits_7(csp_env: CspEnv, gateway: GatewayProcess) -> None:
+    csp_env.config.parent.mkdir(parents=True, exist_ok=True)
+    csp_env.config.write_text("[gateway]\nrate_per_second = 0.01\nrate_burst = 1\n")
+    assert gateway.proc is not None
+    gateway.proc.send_signal(signal.SIGHUP)  # reload: the new limits apply at once
+    last: list[subprocess.CompletedProcess[str]] = []
+    wait_for(lambda: last.append(csp_env.cspctl("send", "hi")) or last[-1].returncode == 7,
+             what="a refused send")
+    check(last[-1], 7, "too many messages from human; retry in")
