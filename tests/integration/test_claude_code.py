@@ -36,6 +36,7 @@ CHROME = [re.compile(p) for p in (
     r"\x1b", r"[\x00-\x08\x0b-\x1f]",              # escape sequences, control bytes
     r"^\s*[❯>]", r"^[─━═╌]{5,}",                    # the prompt, the rules around it
     r"^\s*[✻✶✢✳✽✺·◐◑◒◓]\s",                        # spinners, "Worked for 1s", effort
+    r"^\s*\*\s+\S+…",                                # the spinner "* Sock-hopping…"
     r"esc to interrupt", r"shift\+tab", r"\? for shortcuts", r"focus-events",
     r"Do you want to proceed", r"Waiting for permission",   # its permission menu
     r"Esc to cancel", r"^\s*\d\. (Yes|No)", r"Yes, and ", r"Run the requested command",
@@ -121,14 +122,14 @@ def claude_env(csp_env: CspEnv, api: FakeAnthropic, project: Path) -> dict[str, 
 
 
 def start_claude(csp_env: CspEnv, tmux: TmuxServer, api: FakeAnthropic,
-                 *args: str) -> Pane:
+                 *args: str, width: int = 100) -> Pane:
     project = csp_env.root / "project"
     project.mkdir()
     env = claude_env(csp_env, api, project)
     command = ["env", *(f"{k}={v}" for k, v in env.items()),
                *sidecar_executable(), "--name", "claude", "--", "claude", *args]
     pane = tmux.new_pane(f"cd {shlex.quote(str(project))} && {shlex.join(command)}",
-                         width=100, height=30)
+                         width=width, height=30)
     try:
         wait_for(lambda: agent(csp_env).get("state") == "ready", timeout=40,
                  what="Claude Code to be ready")
@@ -230,12 +231,15 @@ def test_group_message_is_one_prompt_and_the_reply_is_shared_clean(
 def test_a_message_sent_while_claude_works_waits_for_its_reply(
         claude: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
         fake_api: FakeAnthropic) -> None:
-    pane = start_claude(csp_env, tmux, fake_api)
-    # the stand-in API holds this reply back for a few seconds
+    # narrow, so that the tip Claude Code shows under its spinner from the second turn
+    # on ("⎿  Tip: …", tips are on by default) wraps onto a second line
+    pane = start_claude(csp_env, tmux, fake_api, width=64)
+    # the stand-in API holds both replies back for a few seconds
     assert csp_env.cspctl("send", "@claude", f"please {SLOW_MARK}").returncode == 0
     wait_calls(fake_api, 1)
     wait_for(lambda: agent(csp_env).get("state") == "busy", what="claude busy")
-    assert csp_env.cspctl("send", "@claude", "meanwhile, a second one").returncode == 0
+    second = f"meanwhile, {SLOW_MARK}"
+    assert csp_env.cspctl("send", "@claude", second).returncode == 0
     wait_for(lambda: agent(csp_env).get("queue") == 1, what="the second message queued")
     # held back, not typed into its input while it works (the API answers seconds later)
     assert "meanwhile" not in pane.screen()
@@ -243,10 +247,14 @@ def test_a_message_sent_while_claude_works_waits_for_its_reply(
     calls = wait_calls(fake_api, 2)
     assert len(calls) == 2
     tagged = [t for t in user_texts(calls[-1]) if TAG in t]
-    assert tagged == [f"{TAG} please {SLOW_MARK}", f"{TAG} meanwhile, a second one"]
-    shared = wait_shared(csp_env, f"ECHO: {TAG} meanwhile, a second one")
+    assert tagged == [f"{TAG} please {SLOW_MARK}", f"{TAG} {second}"]
+    shared = wait_shared(csp_env, f"ECHO: {TAG} {second}")
     assert shared.index(f"ECHO: {TAG} please") < shared.index(f"ECHO: {TAG} meanwhile")
     assert_clean(shared, f"{TAG} please {SLOW_MARK}")
+    # its two replies and nothing else: no tip, nor the line a tip wraps onto
+    said = {line.strip() for line in shared.splitlines() if line.strip()}
+    assert said == {f"ECHO: {TAG} please {SLOW_MARK}", f"ECHO: {TAG} {second}",
+                    "(1 line received)"}, shared
 
 
 def test_a_message_never_answers_claudes_permission_prompt(

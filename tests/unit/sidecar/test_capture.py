@@ -210,13 +210,19 @@ def _text(lines: list[str]) -> str:
 
 def test_claude_a_tip_wrapped_under_the_spinner_is_chrome_to_its_last_line() -> None:
     a = Agent("claude")
-    lines = ["❯ [human → @claude] please", "", "✶ Meandering…",
+    lines = ["❯ [human → @claude] please", "", "* Sock-hopping…",
              "  ⎿  Tip: Use Plan Mode to prepare for a complex request before making",
              "     changes. Press shift+tab twice to enable.", "", *_INPUT]
     assert _text(a.capture.settle([], lines, 8)) == ""
     # and when the reply replaces the spinner, only the reply is new
     lines[2:5] = ["● ECHO: please", "  (1 line received)", "", "✻ Crunched for 3s"]
     assert _text(a.capture.settle([], lines, 9)) == "ECHO: please\n(1 line received)"
+
+
+@pytest.mark.parametrize("spinner", ["✶ Meandering…", "* Sock-hopping…", "✢ Beboppin'…",
+                                     "· Flambéing…", "✻ Sautéed for 3s · done 12:42 PM"])
+def test_claude_spinner_verbs_are_chrome(spinner: str) -> None:
+    assert Agent("claude").capture.settle([], ["● hi", spinner, *_INPUT], 2) == ["hi"]
 
 
 def test_claude_tool_output_wrapped_under_a_kept_line_is_kept() -> None:
