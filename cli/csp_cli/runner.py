@@ -10,7 +10,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from cspd.errors import CspError
+from cspd.endpoint import gateway_address
+from cspd.errors import CspError, Unauthorized
+from cspd.paths import token_path
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -23,12 +25,20 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def explain(exc: CspError) -> str:
+    """The error's message, plus what a bare "wrong token" leaves the reader to guess."""
+    if isinstance(exc, Unauthorized) and exc.message == "wrong token":
+        return (f"wrong token: the gateway at {gateway_address()} does not accept the one in "
+                f"{token_path()} (a gateway of another session or user?)")
+    return exc.message
+
+
 def run(coro: Awaitable[T]) -> T:
     """Run a coroutine; a :class:`CspError` becomes a message on stderr and its exit code."""
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except CspError as exc:
-        fail(exc.message, exc.exit_code)
+        fail(explain(exc), exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     raise AssertionError("unreachable")
@@ -41,7 +51,7 @@ def edge(fn: Callable[P, T]) -> Callable[P, T]:
         try:
             return fn(*args, **kwargs)
         except CspError as exc:
-            fail(exc.message, exc.exit_code)
+            fail(explain(exc), exc.exit_code)
         raise AssertionError("unreachable")
     return wrapper
 

@@ -75,7 +75,9 @@ def test_history_of_an_empty_room_is_not_an_error(csp_env: CspEnv,
 def test_refused_token_exits_4_and_status_says_the_gateway_answers(
         csp_env: CspEnv, gateway: GatewayProcess) -> None:
     other = foreign_token_env(csp_env)
-    check(csp_env.cspctl("send", "hi", extra_env=other), 4, "wrong token")
+    check(csp_env.cspctl("send", "hi", extra_env=other), 4,
+          f"wrong token: the gateway at {csp_env.socket} does not accept the one in "
+          f"{other['XDG_RUNTIME_DIR']}/csp/token")
     r = csp_env.cspctl("gateway", "status", extra_env=other)
     check(r, 4)
     assert "answering, but it refused this client: wrong token" in r.stdout
