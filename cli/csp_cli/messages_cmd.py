@@ -117,16 +117,22 @@ async def _follow(room: str | None, since: int, as_json: bool, colour: bool) -> 
     from cspd.client import GatewayClient  # aiohttp only when following
     from cspd.errors import GatewayUnavailable
 
-    last, backoff = since, 0.2
+    last, backoff, lost = since, 0.2, False
     while True:
         try:
             async with GatewayClient(timeout=None) as client:  # type: ignore[arg-type]
+                if lost:
+                    await client.health()
+                    click.echo("cspctl: reconnected", err=True)
+                    lost, backoff = False, 0.2
                 async for m in client.follow(room=room, since=last):
                     _emit(m, as_json, colour)
-                    last, backoff = max(last, m.id), 0.2
+                    last = max(last, m.id)
         except GatewayUnavailable:
             pass
-        click.echo("cspctl: the gateway went away; reconnecting...", err=True)
+        if not lost:  # once per outage, not once per attempt
+            click.echo("cspctl: the gateway went away; reconnecting...", err=True)
+            lost = True
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 5.0)
 

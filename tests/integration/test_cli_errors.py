@@ -225,3 +225,27 @@ def test_rate_limited_exits_7(csp_env: CspEnv, gateway: GatewayProcess) -> None:
     wait_for(lambda: last.append(csp_env.cspctl("send", "hi")) or last[-1].returncode == 7,
              what="a refused send")
     check(last[-1], 7, "too many messages from human; retry in")
+
+
+def test_follow_says_once_that_the_gateway_went_away(csp_env: CspEnv,
+                                                     gateway: GatewayProcess) -> None:
+    out, err = csp_env.root / "follow.out", csp_env.root / "follow.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "csp_cli", "history", "-f"],
+                                env=csp_env.env, stdin=subprocess.DEVNULL, stdout=stdout,
+                                stderr=stderr)
+    try:
+        # it has connected once something sent now shows up
+        check(csp_env.cspctl("send", "one"), 0)
+        wait_for(lambda: "human: one" in out.read_text(), what="the first message")
+        gateway.stop()
+        wait_for(lambda: "went away" in err.read_text(), what="the notice")
+        gateway.start()  # several reconnect attempts fail meanwhile
+        check(csp_env.cspctl("send", "two"), 0)
+        wait_for(lambda: "human: two" in out.read_text(), what="a message after the restart")
+        wait_for(lambda: "cspctl: reconnected" in err.read_text(), what="the reconnect notice")
+        assert err.read_text().count("went away") == 1, err.read_text()
+        assert TRACEBACK not in err.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
