@@ -284,3 +284,21 @@ def test_a_message_never_answers_claudes_permission_prompt(
     lines = [line.strip() for line in shared.splitlines()]
     assert f"touch {made.name}" not in lines
     assert lines.count(f"Bash(touch {made.name})") == 1, shared
+
+
+def test_an_approved_tool_call_is_shared_as_its_call_and_result_not_its_menu(
+        claude: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
+        fake_api: FakeAnthropic) -> None:
+    pane = start_claude(csp_env, tmux, fake_api, "--permission-mode", "default")
+    made = csp_env.root / "project" / "approved"
+    assert csp_env.cspctl("send", "@claude", f"{RUN_MARK} touch {made.name}").returncode == 0
+    pane.wait_text("Do you want to proceed?", timeout=30)
+    wait_for(lambda: agent(csp_env).get("state") == "busy", what="the menu counted as busy")
+    pane.send("Enter")  # the human picks "1. Yes"
+    shared = wait_shared(csp_env, "TOOL RESULT:")
+    assert made.exists()
+    assert_clean(shared, f"{TAG} {RUN_MARK} touch {made.name}")
+    said = [" ".join(line.split()) for line in shared.splitlines() if line.strip()]
+    # the call as one line, its outcome, and Claude's words about it: nothing of the menu
+    assert said == [f"Bash(touch {made.name})", "⎿ Done",
+                    "TOOL RESULT: (Bash completed with no output)"], shared
