@@ -13,6 +13,7 @@ import click
 
 from cspd.client import GatewayClient
 from cspd.errors import CspError, GatewayUnavailable
+from cspd.protocol import check_name
 
 from . import agentsconf, presets, systemd
 from .agentsconf import AgentSpec
@@ -184,6 +185,7 @@ def spawn(name: str, session: str | None, socket: str | None) -> None:
 
     Adds a pane for it, or restarts it in its pane if it has exited.
     """
+    check_name(name)
     config = agentsconf.load()
     spec = config.get(name)
     ws = workspace_for(config, socket, session)
@@ -195,6 +197,7 @@ def spawn(name: str, session: str | None, socket: str | None) -> None:
 @session_option
 @socket_option
 @click.option("--timeout", default=10.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0),
               help="How long the agents get to exit before they are terminated.")
 @edge
 def kill(session: str | None, socket: str | None, timeout: float) -> None:
@@ -204,6 +207,9 @@ def kill(session: str | None, socket: str | None, timeout: float) -> None:
     if not ws.exists():
         click.echo(f"no session {ws.session!r} is running", err=True)
         return
+    live = [p.agent for p in ws.agent_panes() if not p.dead and p.pid > 0]
+    if live:  # the wait can take up to --timeout: say what it is waiting for
+        click.echo(f"asking {', '.join(live)} to exit (up to {timeout:.0f}s)...", err=True)
     forced = ws.kill(timeout)
     if forced:
         click.echo(f"terminated after {timeout:.0f}s: {', '.join(forced)}", err=True)

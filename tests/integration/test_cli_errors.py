@@ -52,6 +52,9 @@ def foreign_token_env(env: CspEnv) -> dict[str, str]:
     (("rooms", "relay", "main", "maybe"), 2, "not one of"),
     (("agents", "remove", "nosuch"), 5, "no agent 'nosuch'"),
     (("agents", "add", "x", "--env", "NOPE", "--", "cat"), 2, "--env wants KEY=VALUE"),
+    (("agents", "forget", "Bad!"), 2, "invalid agent name"),
+    (("spawn", "Bad!"), 2, "invalid agent name"),
+    (("kill", "--timeout", "-1"), 2, "-1.0 is not in the range x>=0"),
 ])
 def test_bad_input_gets_its_exit_code(csp_env: CspEnv, gateway: GatewayProcess,
                                       args: tuple[str, ...], code: int, phrase: str) -> None:
@@ -249,3 +252,12 @@ def test_follow_says_once_that_the_gateway_went_away(csp_env: CspEnv,
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_kill_says_what_it_waits_for(csp_env: CspEnv, gateway: GatewayProcess,
+                                     tmux: TmuxServer) -> None:
+    assert csp_env.cspctl("agents", "add", "sleeper", "--", "sleep", "300").returncode == 0
+    check(csp_env.cspctl("attach", "--detached", "-L", tmux.socket), 0)
+    wait_for(lambda: _online(csp_env, "sleeper"), what="the agent online")
+    r = csp_env.cspctl("kill", "-L", tmux.socket, "--timeout", "10")
+    check(r, 0, "asking sleeper to exit (up to 10s)...", "session 'csp' ended")
