@@ -95,6 +95,13 @@ def main(tcp: bool, verbose: bool) -> None:
     Normally started by systemd (`systemctl --user start csp-gateway`), which
     hands it the socket $XDG_RUNTIME_DIR/csp/gateway.sock.  Run by hand, it
     binds that socket itself and serves until Ctrl-C.
+
+    \b
+      cspd                     # in a terminal, where there is no systemd --user
+      cspd --tcp -v            # also on 127.0.0.1:8765, with debug logs
+      cspctl gateway status    # is it answering? (exit 0, or 3 when not)
+
+    SIGHUP re-reads [gateway] in config.toml (`cspctl config show`).
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
