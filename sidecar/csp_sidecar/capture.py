@@ -10,6 +10,8 @@ and of what the human typed are dropped, reply markers (``● ``) are stripped,
 and the rest is chunked at line boundaries.  While a menu is open (profile
 ``menu_patterns``: a permission prompt) nothing is captured: the menu's text is
 the CLI's, and what settles meanwhile is taken once the menu is answered.
+With ``capture_after_prompt``, what a CLI shows before its first prompt
+(onboarding, splash, first-start notices) is taken as seen, never shared.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Capture:
         self.previous: list[str] = []  # the tail of the transcript seen so far
         self.echoes: list[str] = []  # normalised lines we typed in ourselves
         self.held: list[str] = []  # lines that scrolled off while a menu was open
+        # with capture_after_prompt, nothing is taken until the CLI has shown its prompt
+        self.started = not (profile.capture_after_prompt and profile.prompt_patterns)
 
     def expect_echo(self, text: str) -> None:
         """Remember text the agent will echo, so it is not shared as its output."""
@@ -65,6 +69,11 @@ class Capture:
             return []
         current = self.held + scrolled + lines[:cursor_row]
         self.held = []
+        if not self.started:  # still starting: whatever it shows is its own
+            self.started = any(p.search(line) for line in lines
+                               for p in self.profile.prompt_patterns)
+            self._diff(current)
+            return []
         chrome = self._chrome_blocks(current)
         new = self._dedent_replies([current[i] for i in self._diff(current) if i not in chrome])
         return [line for line in (self._clean(x) for x in new) if line is not None]

@@ -47,6 +47,9 @@ class Profile:
     # capture: while any of these matches a screen line a menu is open (a permission
     # prompt): nothing is captured until it is gone
     menu_patterns: tuple[re.Pattern[str], ...] = ()
+    # capture: nothing before a prompt pattern first shows (onboarding, splash, start
+    # notices); the screen then is taken as seen
+    capture_after_prompt: bool = False
     inject: bool = True
     capture: bool = True
     capture_quiet_ms: int = 200

@@ -121,15 +121,25 @@ def claude_env(csp_env: CspEnv, api: FakeAnthropic, project: Path) -> dict[str, 
     }
 
 
-def start_claude(csp_env: CspEnv, tmux: TmuxServer, api: FakeAnthropic,
-                 *args: str, width: int = 100) -> Pane:
+def claude_pane(csp_env: CspEnv, tmux: TmuxServer, api: FakeAnthropic, *args: str,
+                width: int = 100, onboarded: bool = True) -> Pane:
+    """Claude Code in the sidecar in a new pane, its first-run screens answered if onboarded."""
     project = csp_env.root / "project"
     project.mkdir()
     env = claude_env(csp_env, api, project)
+    if not onboarded:
+        state = csp_env.root / "home" / ".claude.json"
+        state.write_text(json.dumps({**json.loads(state.read_text()),
+                                     "hasCompletedOnboarding": False}))
     command = ["env", *(f"{k}={v}" for k, v in env.items()),
                *sidecar_executable(), "--name", "claude", "--", "claude", *args]
-    pane = tmux.new_pane(f"cd {shlex.quote(str(project))} && {shlex.join(command)}",
+    return tmux.new_pane(f"cd {shlex.quote(str(project))} && {shlex.join(command)}",
                          width=width, height=30)
+
+
+def start_claude(csp_env: CspEnv, tmux: TmuxServer, api: FakeAnthropic,
+                 *args: str, width: int = 100) -> Pane:
+    pane = claude_pane(csp_env, tmux, api, *args, width=width)
     try:
         wait_for(lambda: agent(csp_env).get("state") == "ready", timeout=40,
                  what="Claude Code to be ready")
@@ -302,3 +312,20 @@ def test_an_approved_tool_call_is_shared_as_its_call_and_result_not_its_menu(
     # the call as one line, its outcome, and Claude's words about it: nothing of the menu
     assert said == [f"Bash(touch {made.name})", "⎿ Done",
                     "TOOL RESULT: (Bash completed with no output)"], shared
+
+
+def test_its_onboarding_screens_are_not_shared(
+        claude: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
+        fake_api: FakeAnthropic) -> None:
+    # a new user's first start: a splash ("Welcome to Claude Code v…", stars), then a
+    # theme menu; Claude has said nothing yet
+    pane = claude_pane(csp_env, tmux, fake_api, onboarded=False)
+    pane.wait_text("Choose the text style", timeout=30)
+    assert agent(csp_env).get("state") != "ready"
+    # Ctrl-C until it exits; the sidecar captures a last time and posts it before it ends
+    try:
+        wait_for(lambda: pane.status_file.exists() or pane.send("C-c"), timeout=20,
+                 interval=0.5, what="claude and its sidecar to exit")
+    except AssertionError:
+        raise AssertionError(pane.screen()) from None
+    assert outputs(csp_env) == []

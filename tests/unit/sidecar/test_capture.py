@@ -19,9 +19,12 @@ def _no_user_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 class Agent:
     """A screen model and a capture, settled the way the sidecar does at a quiet point."""
 
-    def __init__(self, profile: str, rows: int = 12, cols: int = 60) -> None:
+    def __init__(self, profile: str, rows: int = 12, cols: int = 60,
+                 started: bool = True) -> None:
         self.screen = ScreenModel(rows, cols)
         self.capture = Capture(load_profile(profile))
+        if started:  # past its start screens (capture_after_prompt), unless a test is on those
+            self.capture.started = True
 
     def out(self, text: str) -> list[str]:
         self.screen.feed(text.replace("\n", "\r\n").encode())
@@ -233,7 +236,7 @@ def test_claude_tool_output_wrapped_under_a_kept_line_is_kept() -> None:
 
 
 def test_claude_first_start_notice_and_logo_are_chrome() -> None:
-    a = Agent("claude")
+    a = Agent("claude")  # as if they came after its first prompt
     lines = [" ▐▛███▛█   Claude Code v2.1.332", "▝▜██████▀  Opus 5.5 · API Usage Billing",
              " ▝▝   ▝▝   /home/me/project", "",
              "▎ Auto mode is now Claude Code's default permission mode.",
@@ -273,3 +276,22 @@ def test_generic_profile_has_no_menus() -> None:
     a = Agent("generic")
     assert a.capture.settle([], ["$ ls", " ❯ 1. Yes", " Esc to cancel · Tab to amend", "$"],
                             3) == ["$ ls", " ❯ 1. Yes", " Esc to cancel · Tab to amend"]
+
+
+def test_claude_onboarding_and_first_screen_are_not_shared_then_replies_are() -> None:
+    a = Agent("claude", rows=30, started=False)
+    splash = ["Welcome to Claude Code v2.1.332", "." * 58, " *        ░░░░", " Let's get started.",
+              " Choose the text style that looks best with your terminal"]
+    assert a.capture.settle([], splash, 5) == []
+    assert a.capture.settle([], [*splash, " ❯ ✔ Auto (match terminal)", "     Dark mode"], 6) == []
+    first = [" ▐▛███▛█   Claude Code v2.1.332", "",
+             "▎ Auto mode is now Claude Code's default permission mode.", "Press Enter to go on",
+             "", *_INPUT]
+    assert a.capture.settle([], first, 6) == []  # its first prompt: the start is over
+    asked = [*first[:5], "❯ [human → @claude] hi", "", "● ECHO: hi", "", *_INPUT]
+    assert _text(a.capture.settle([], asked, 9)) == "ECHO: hi"
+
+
+def test_without_capture_after_prompt_the_first_screen_is_shared() -> None:
+    a = Agent("codex", started=False)
+    assert a.capture.settle([], ["• hello", "› "], 1) == ["hello"]
