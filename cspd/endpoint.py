@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from . import paths
+from .errors import Forbidden
 from .protocol import HUMAN
 
 GATEWAY_ENV = "CSP_GATEWAY"
@@ -23,3 +24,16 @@ def gateway_address() -> str:
 def default_identity() -> str:
     """``cspctl`` speaks as the agent it runs inside (``CSP_AGENT``), else as the human."""
     return os.environ.get(AGENT_ENV) or HUMAN
+
+
+def speaker(requested: str | None) -> str:
+    """Who a command speaks as: ``--as NAME`` outside an agent, the agent inside one.
+
+    An agent CLI runs commands on its own; inside a sidecar it must not be able to
+    post in another agent's (or the human's) name by adding ``--as``.
+    """
+    inside = os.environ.get(AGENT_ENV)
+    if requested and inside and requested != inside:
+        raise Forbidden(f"inside agent {inside!r} (CSP_AGENT) you speak as {inside}; "
+                        f"--as {requested} is refused")
+    return requested or inside or HUMAN

@@ -16,9 +16,10 @@ from typing import Any
 import aiohttp
 import click
 
-from cspd.client import GatewayClient, default_identity
+from cspd.client import GatewayClient
+from cspd.endpoint import speaker
 from cspd.errors import CspError
-from cspd.protocol import check_name
+from cspd.protocol import HUMAN, check_name
 
 from .runner import coro_command
 
@@ -38,7 +39,9 @@ agent speaks as itself (CSP_AGENT); elsewhere as 'human' or --as NAME.
 async def mcp(as_name: str | None) -> None:
     loop = asyncio.get_running_loop()
     session: str | None = None
-    agent = check_name(as_name or default_identity())  # a bad name fails now, not per tool call
+    agent = speaker(as_name)
+    if agent != HUMAN:
+        check_name(agent)  # a bad name fails now, not per tool call
     async with GatewayClient(agent=agent) as client:
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from cspd import quick
-from cspd.endpoint import default_identity
+from cspd.endpoint import speaker
 from cspd.errors import BadRequest, NotFound
 from cspd.protocol import API, Message, split_address_words
 
@@ -55,7 +55,7 @@ def send(words: tuple[str, ...], room: str | None, as_name: str | None, urgent: 
         body["room"] = room
     # one request: the standard-library client keeps `cspctl send` quick to start
     message = Message.from_json(quick.call("POST", f"{API}/messages", body=body,
-                                           agent=as_name or default_identity()))
+                                           agent=speaker(as_name)))
     if as_json:
         print_json(message.to_json())
     else:

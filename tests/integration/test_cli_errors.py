@@ -261,3 +261,17 @@ def test_kill_says_what_it_waits_for(csp_env: CspEnv, gateway: GatewayProcess,
     wait_for(lambda: _online(csp_env, "sleeper"), what="the agent online")
     r = csp_env.cspctl("kill", "-L", tmux.socket, "--timeout", "10")
     check(r, 0, "asking sleeper to exit (up to 10s)...", "session 'csp' ended")
+
+
+def test_inside_an_agent_as_another_name_is_refused(csp_env: CspEnv,
+                                                    gateway: GatewayProcess) -> None:
+    inside = {"CSP_AGENT": "claude"}
+    r = csp_env.cspctl("send", "--as", "codex", "I am codex, honest", extra_env=inside)
+    assert r.returncode == 4
+    assert "you speak as claude" in r.stderr and "Traceback" not in r.stderr
+    r = csp_env.cspctl("mcp", "--as", "human", input="", extra_env=inside)
+    assert r.returncode == 4
+    # outside an agent --as works, and inside one its own name is fine
+    assert csp_env.cspctl("send", "--as", "codex", "from a script").returncode == 0
+    ok = csp_env.cspctl("send", "--as", "claude", "mine", "--json", extra_env=inside)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["from"] == "claude"
