@@ -82,8 +82,12 @@ async def history(request: web.Request) -> web.Response:
         check_name(room, "room name")
     since = _int_param(request, "since", 0, 0, 2**62)
     limit = _int_param(request, "limit", 100, 1, gw.config.history_limit_max)
+    # the newest id *before* the query: a follower that resumes from here after
+    # showing these messages misses nothing committed in between
+    last_id = await gw.store.message_count()
     messages = await gw.store.history(room, since, limit)
-    return web.json_response({"messages": [m.to_json() for m in messages]})
+    return web.json_response({"messages": [m.to_json() for m in messages],
+                              "last_id": last_id})
 
 
 async def list_agents(request: web.Request) -> web.Response:

@@ -98,8 +98,9 @@ def history(room: str | None, limit: int, since: int, follow: bool, as_json: boo
         _emit(m, as_json, colour)
         last = max(last, m.id)
     if follow:
-        if not messages and since == 0:
-            last = int(quick.call("GET", f"{API}/health")["messages"])
+        if since == 0:
+            # "the last N" covered everything up to the newest id when it was asked
+            last = max(last, int(data.get("last_id", last)))
         _follow(room, last, as_json, colour)
 
 
