@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from cspd.client import GatewayClient
-from cspd.errors import Conflict, CspError, GatewayUnavailable, Unauthorized
+from cspd.errors import Conflict, CspError, GatewayUnavailable, RateLimited, Unauthorized
 from cspd.protocol import Message
 
 log = logging.getLogger("csp_sidecar.link")
@@ -209,6 +209,15 @@ class GatewayLink:
                     await client.send([], self.outbox[0], kind="output", room=self.room)
                 except GatewayUnavailable:
                     await self._wait_reconnect()
+                    continue
+                except Unauthorized:
+                    # the token was rotated: reconnect, which reads the new one
+                    log.info("token refused; reconnecting with the current token")
+                    await self._drop()
+                    await self.connected.wait()
+                    continue
+                except RateLimited as exc:
+                    await asyncio.sleep(float(exc.details.get("retry_after", 1.0)))
                     continue
                 except CspError as exc:  # refused for good (too large, ...): drop it
                     log.warning("output not shared: %s", exc.message)

@@ -320,3 +320,16 @@ def test_a_sigkilled_sidecar_takes_a_hup_proof_agent_with_it(
     agent = int(pidfile.read_text())
     os.kill(pane.pid, signal.SIGKILL)
     wait_for(lambda: not _alive(agent), what="the agent to die with its sidecar")
+
+
+def test_output_is_still_shared_after_the_token_is_rotated(
+        csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer, fake_log: Path) -> None:
+    pane = start_fake(csp_env, tmux)
+    assert csp_env.cspctl("token", "--rotate").returncode == 0
+    pane.type("after rotation")
+    pane.send("Enter")
+    wait_for(lambda: any("reply: after rotation" in str(m["content"]) for m in history(csp_env)
+                         if m["kind"] == "output"), what="output shared with the new token")
+    # and messages still reach the agent
+    assert csp_env.cspctl("send", "@fa", "still here").returncode == 0
+    pane.wait_text("● reply: [human → @fa] still here")
