@@ -121,8 +121,10 @@ def test_profile_env_and_args_apply_without_overriding_the_user() -> None:
     mine = {"CLAUDE_CODE_DISABLE_ALTERNATE_SCREEN": "0"}
     assert apply_to_env(claude, mine) == mine
     codex = load_profile("codex")
-    assert apply_to_command(codex, ["codex", "resume"]) == ["codex", "--no-alt-screen", "resume"]
-    assert apply_to_command(codex, ["codex", "--no-alt-screen"]) == ["codex", "--no-alt-screen"]
+    assert apply_to_command(codex, ["codex", "resume"]) == [
+        "codex", "--no-alt-screen", "--no-daemon", "resume"]
+    assert apply_to_command(codex, ["codex", "--no-alt-screen"]) == [
+        "codex", "--no-daemon", "--no-alt-screen"]
 
 
 def test_profile_env_must_be_a_table_of_strings(tmp_path: Path) -> None:
