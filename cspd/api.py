@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__, presence
-from .app import gateway_of, identity, read_json
+from .app import Gateway, gateway_of, identity, read_json
 from .errors import BadRequest, Conflict, NotFound
 from .protocol import API, HUMAN, check_name
 from .router import Post
@@ -40,7 +40,7 @@ async def health(request: web.Request) -> web.Response:
         "ok": True,
         "version": __version__,
         "uptime": round(time.monotonic() - gw.started, 3),
-        "messages": gw.messages,
+        "messages": gw.store.last_id,
         "agents_online": sorted(gw.hub.agents),
         "watchers": len(gw.hub.watchers),
         "status": gw.status_text(),
@@ -70,7 +70,6 @@ async def post_message(request: web.Request) -> web.Response:
     gw.limiter.take(sender)
     message = await gw.router.post(Post(sender=sender, to=to, content=content, kind=kind,
                                         room=room, urgent=urgent))
-    gw.messages = message.id
     gw.update_status()
     return web.json_response(message.to_json(), status=201)
 
@@ -84,7 +83,7 @@ async def history(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 100, 1, gw.config.history_limit_max)
     # the newest id *before* the query: a follower that resumes from here after
     # showing these messages misses nothing committed in between
-    last_id = await gw.store.message_count()
+    last_id = gw.store.last_id
     messages = await gw.store.history(room, since, limit)
     return web.json_response({"messages": [m.to_json() for m in messages],
                               "last_id": last_id})
@@ -158,9 +157,14 @@ async def ack(request: web.Request) -> web.Response:
 async def list_rooms(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     rooms = [{"name": r.name, "relay": r.relay, "hop_limit": r.hop_limit or gw.config.hop_limit,
-              "hops": r.hops, "members": members, "created": r.created}
+              "hops": await _room_hops(gw, r.name), "members": members, "created": r.created}
              for r, members in await gw.store.rooms()]
     return web.json_response({"rooms": rooms, "default": gw.config.default_room})
+
+
+async def _room_hops(gw: Gateway, room: str) -> int:
+    known = gw.router.hops_in(room)
+    return known if known is not None else await gw.store.room_hops(room)
 
 
 async def create_room(request: web.Request) -> web.Response:

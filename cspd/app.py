@@ -42,7 +42,6 @@ class Gateway:
     notifier: Notifier = field(default_factory=Notifier)
     origins: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
-    messages: int = 0
     # presence.py sets this while it watches the session bus; joined/left then come from it
     bus_presence: bool = False
     bus_agents: set[str] = field(default_factory=set)  # names owned on the session bus
@@ -52,7 +51,7 @@ class Gateway:
         agents = "agent" if online == 1 else "agents"
         presence = ("" if self.bus_presence
                     else "; no session bus: presence falls back to connections")
-        return (f"{online} {agents} online, {self.messages} messages, "
+        return (f"{online} {agents} online, {self.store.last_id} messages, "
                 f"{len(self.hub.watchers)} watching{presence}")
 
     def update_status(self) -> None:

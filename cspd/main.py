@@ -37,7 +37,6 @@ async def serve(tcp: bool) -> None:
     gw = open_gateway(config, paths.database_path(), paths.token_path())
     await gw.store.open()
     await gw.router.load()
-    gw.messages = await gw.store.message_count()
     app = create_app(gw, activation.tcp_port_of(listeners))
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

@@ -80,7 +80,6 @@ async def _call_tool(request: web.Request, name: str, args: dict[str, Any]) -> d
         gw.limiter.take(sender)
         message = await gw.router.post(Post(sender=sender, to=[str(t) for t in to],
                                             content=content, urgent=bool(args.get("urgent"))))
-        gw.messages = message.id
         return _text({"posted": message.to_json()})
     if name == "read_messages":
         room = args.get("room") or gw.router.home_room(sender)

@@ -55,6 +55,10 @@ class Router:
             self.known.add(agent.name)
             self.agent_rooms[agent.name] = agent.room
 
+    def hops_in(self, room: str) -> int | None:
+        """The room's current count, when this gateway has seen it (else None)."""
+        return self._hops.get(room)
+
     def home_room(self, sender: str) -> str:
         return self.agent_rooms.get(sender, self.config.default_room)
 
@@ -87,10 +91,10 @@ class Router:
         if kind == "chat" and targets.is_direct:
             kind = "direct"
         deliver = self._recipients(post, targets.everyone, targets.names, members, room.relay)
-        hops, deliver, halted_now = self._count_hop(room_name, room.hops, room.hop_limit,
-                                                    post.sender, deliver)
-        if hops != room.hops:
-            await self.store.update_room(room_name, hops=hops)
+        if room_name not in self._hops:  # after a restart the count comes from the messages
+            self._hops.setdefault(room_name, await self.store.room_hops(room_name))
+        hops, deliver, halted_now = self._count_hop(room_name, room.hop_limit, post.sender,
+                                                    deliver)
 
         to = ["all"] if targets.everyone else targets.names
         message = await self.store.append(Draft(
@@ -104,14 +108,16 @@ class Router:
                               "humans until a human speaks")
         return message
 
-    def _count_hop(self, room: str, stored_hops: int, hop_limit: int | None, sender: str,
+    def _count_hop(self, room: str, hop_limit: int | None, sender: str,
                    deliver: tuple[str, ...]) -> tuple[int, tuple[str, ...], bool]:
         """Loop guard bookkeeping; synchronous, so concurrent posts cannot undercount.
 
         Returns the message's hop count, who it is still delivered to, and whether
-        this message is the one that stops the relay (to say so once).
+        this message is the one that stops the relay (to say so once).  The count is
+        kept in memory and stored only with each message, which is what a restarted
+        gateway reads it back from.
         """
-        hops = self._hops.setdefault(room, stored_hops)
+        hops = self._hops.get(room, 0)
         if sender == HUMAN or sender not in self.known:
             self._hops[room] = 0
             self._halted.discard(room)

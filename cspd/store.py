@@ -45,8 +45,7 @@ CREATE TABLE IF NOT EXISTS rooms (
     name      TEXT PRIMARY KEY,
     created   TEXT NOT NULL,
     relay     INTEGER NOT NULL DEFAULT 0,
-    hop_limit INTEGER,
-    hops      INTEGER NOT NULL DEFAULT 0
+    hop_limit INTEGER
 );
 CREATE TABLE IF NOT EXISTS members (
     room TEXT NOT NULL,
@@ -90,7 +89,6 @@ class Room:
     created: str
     relay: bool
     hop_limit: int | None
-    hops: int
 
 
 @dataclass(frozen=True)
@@ -127,6 +125,7 @@ class Store:
         self._queue: list[tuple[Draft, asyncio.Future[Message]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0
+        self.last_id = 0  # the newest committed message id, kept as batches commit
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -149,6 +148,7 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 Path(f"{self.path}{suffix}").chmod(0o600)
         self._db = db
+        self.last_id = self._last_id_sync()
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -184,36 +184,37 @@ class Store:
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
-            try:
-                stored = await self._run(self._write_batch, [d for d, _ in batch])
-            except Exception as exc:  # the whole transaction failed: nobody is acked
-                if len(batch) > 1:
-                    # one bad message must not fail its neighbours: write each alone
-                    for item in batch:
-                        await self._commit([item])
-                    continue
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self._resolve(batch, stored)
+            error = await self._commit(batch)
+            if error is not None and len(batch) > 1:
+                # one bad message must not fail its neighbours: write each alone
+                for item in batch:
+                    self._fail([item], await self._commit([item]))
+            else:
+                self._fail(batch, error)
 
-    async def _commit(self, batch: list[tuple[Draft, asyncio.Future[Message]]]) -> None:
+    async def _commit(self, batch: list[tuple[Draft, asyncio.Future[Message]]],
+                      ) -> Exception | None:
+        """Write a batch in one transaction; resolve its futures, or return the error."""
         try:
             stored = await self._run(self._write_batch, [d for d, _ in batch])
-        except Exception as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        self._resolve(batch, stored)
-
-    def _resolve(self, batch: list[tuple[Draft, asyncio.Future[Message]]],
-                 stored: list[Message]) -> None:
+        except Exception as exc:  # the whole transaction failed: nobody is acked
+            return exc
         self.batches += 1
+        if stored:
+            self.last_id = max(self.last_id, stored[-1].id)
         for (_, fut), message in zip(batch, stored, strict=True):
             if not fut.done():
                 fut.set_result(message)
+        return None
+
+    @staticmethod
+    def _fail(batch: list[tuple[Draft, asyncio.Future[Message]]],
+              error: Exception | None) -> None:
+        if error is None:
+            return
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(error)
 
     def _write_batch(self, drafts: list[Draft]) -> list[Message]:
         db = self.db
@@ -297,9 +298,17 @@ class Store:
                 return cur.rowcount
         return await self._run(run)
 
-    async def message_count(self) -> int:
-        return await self._run(lambda: int(self.db.execute(
-            "SELECT COALESCE(MAX(id), 0) FROM chat_messages").fetchone()[0]))
+    def _last_id_sync(self) -> int:
+        return int(self.db.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM chat_messages").fetchone()[0])
+
+    async def room_hops(self, room: str) -> int:
+        """The loop guard's count for a room: the hops of its newest non-system message
+        (a human's message carries 0, an agent's the count after it)."""
+        row = await self._run(lambda: self.db.execute(
+            "SELECT hops FROM chat_messages WHERE room = ? AND kind != 'system' "
+            "ORDER BY id DESC LIMIT 1", (room,)).fetchone())
+        return int(row[0]) if row else 0
 
     # -- rooms and members -------------------------------------------------
 
@@ -315,8 +324,7 @@ class Store:
         row = self.db.execute("SELECT * FROM rooms WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
-        return Room(row["name"], row["created"], bool(row["relay"]), row["hop_limit"],
-                    row["hops"])
+        return Room(row["name"], row["created"], bool(row["relay"]), row["hop_limit"])
 
     async def room(self, name: str) -> Room | None:
         return await self._run(self._room_sync, name)
@@ -334,7 +342,7 @@ class Store:
         return await self._run(run)
 
     async def update_room(self, name: str, *, relay: bool | None = None,
-                          hop_limit: int | None = None, hops: int | None = None) -> None:
+                          hop_limit: int | None = None) -> None:
         def run() -> None:
             with self.db:
                 if relay is not None:
@@ -343,8 +351,6 @@ class Store:
                 if hop_limit is not None:
                     self.db.execute("UPDATE rooms SET hop_limit = ? WHERE name = ?",
                                     (hop_limit, name))
-                if hops is not None:
-                    self.db.execute("UPDATE rooms SET hops = ? WHERE name = ?", (hops, name))
         await self._run(run)
 
     async def members(self, room: str) -> list[str]:

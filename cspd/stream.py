@@ -71,7 +71,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     writer = asyncio.create_task(_write_then_hang_up(ws, sub))
     try:
         await send({"type": "hello", "agent": agent, "room": room,
-                    "last_id": await gw.store.message_count()})
+                    "last_id": gw.store.last_id})
         replay = []
         if agent is not None:
             replay = await gw.store.pending(agent)

@@ -187,3 +187,13 @@ def test_message_json_contract() -> None:
     data = m.to_json()
     assert {"id", "room", "from", "to", "kind", "content", "ts"} <= set(data)
     assert Message.from_json(data) == m
+
+
+async def test_the_hop_count_survives_a_gateway_restart(router: Router) -> None:
+    for i in range(3):  # the limit (3) is reached...
+        await router.post(Post("claude" if i % 2 else "codex", ["@gemini"], f"hop {i}"))
+    restarted = Router(router.store, Hub(), config(hop_limit=3))
+    await restarted.load()
+    over = await restarted.post(Post("codex", ["@gemini"], "one hop too many"))
+    assert over.hops == 4  # ...and a restarted gateway goes on counting, not from 0
+    assert over.id not in await pending(restarted, "gemini")

@@ -144,10 +144,10 @@ async def test_close_waits_for_queued_appends(tmp_path: Path) -> None:
 
 async def test_rooms_members_agents(store: Store) -> None:
     room = await store.ensure_room("dev")
-    assert room.name == "dev" and not room.relay and room.hops == 0
-    await store.update_room("dev", relay=True, hop_limit=3, hops=2)
+    assert room.name == "dev" and not room.relay
+    await store.update_room("dev", relay=True, hop_limit=3)
     room2 = await store.room("dev")
-    assert room2 is not None and room2.relay and room2.hop_limit == 3 and room2.hops == 2
+    assert room2 is not None and room2.relay and room2.hop_limit == 3
     await store.upsert_agent("codex", "codex", "dev", "codex --x")
     await store.join("dev", "codex")
     await store.append(draft(1, deliver_to=("codex",)))
@@ -163,3 +163,29 @@ async def test_history_with_out_of_range_arguments(store: Store) -> None:
     assert await store.history(None, 10**30, 10) == []
     assert await store.history(None, 0, 10**30) == [m]
     assert await store.history(None, 0, 0) == []
+
+
+async def test_last_id_follows_commits_and_survives_reopen(tmp_path: Path) -> None:
+    s = Store(tmp_path / "db.sqlite3")
+    await s.open()
+    assert s.last_id == 0
+    stored = [await s.append(draft(i)) for i in range(3)]
+    assert s.last_id == stored[-1].id
+    await s.close()
+    again = Store(tmp_path / "db.sqlite3")
+    await again.open()
+    try:
+        assert again.last_id == stored[-1].id
+    finally:
+        await again.close()
+
+
+async def test_room_hops_come_from_the_newest_non_system_message(store: Store) -> None:
+    assert await store.room_hops("main") == 0
+    await store.append(Draft(room="main", sender="claude", to=["codex"], kind="direct",
+                             content="x", hops=2))
+    await store.append(Draft(room="main", sender="system", to=["all"], kind="system",
+                             content="codex left"))
+    assert await store.room_hops("main") == 2  # a notice does not reset the count
+    await store.append(draft(9))  # a human speaks
+    assert await store.room_hops("main") == 0
