@@ -17,7 +17,7 @@ import aiohttp
 
 from .auth import ensure_token, read_token
 from .endpoint import AGENT_ENV, GATEWAY_ENV, ROOM_ENV, default_identity, gateway_address
-from .errors import CspError, GatewayUnavailable, from_json
+from .errors import CspError, GatewayUnavailable, decode_response, from_json
 from .protocol import API, IDENTITY_HEADER, Message
 
 __all__ = ["AGENT_ENV", "GATEWAY_ENV", "ROOM_ENV", "GatewayClient", "default_identity",
@@ -96,14 +96,7 @@ class GatewayClient:
         try:
             async with self.session.request(method, url, json=json_body, params=params,
                                             headers=self.headers()) as resp:
-                text = await resp.text()
-                try:
-                    body = json.loads(text) if text else None
-                except ValueError:
-                    body = None
-                if resp.status >= 400:
-                    raise from_json(resp.status, body)
-                return body
+                return decode_response(resp.status, await resp.text())
         except CspError:
             raise
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:

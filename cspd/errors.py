@@ -8,6 +8,7 @@ meaning on both sides of the socket.
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 
@@ -117,3 +118,14 @@ def from_json(status: int, body: Any) -> CspError:
         details = {k: v for k, v in body.items() if k not in ("error", "message")}
         return cls(message, **details)
     return CspError(f"gateway answered HTTP {status}")
+
+
+def decode_response(status: int, raw: str | bytes) -> Any:
+    """The JSON body of a gateway answer; an error status raises the error it describes."""
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    if status >= 400:
+        raise from_json(status, body)
+    return body

@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 
 from .auth import ensure_token
 from .endpoint import gateway_address
-from .errors import GatewayUnavailable, from_json
+from .errors import GatewayUnavailable, decode_response
 from .protocol import IDENTITY_HEADER
 
 TIMEOUT = 30.0
@@ -70,10 +70,4 @@ def call(method: str, path: str, *, body: Any = None, params: dict[str, Any] | N
         raise GatewayUnavailable.not_running(address, str(exc.strerror or exc)) from None
     finally:
         conn.close()
-    try:
-        data = json.loads(text) if text else None
-    except ValueError:
-        data = None
-    if resp.status >= 400:
-        raise from_json(resp.status, data)
-    return data
+    return decode_response(resp.status, text)
