@@ -51,7 +51,7 @@ class TmuxServer:
 
 
 class Pane:
-    def __init__(self, server: TmuxServer, target: str, status_file: Path) -> None:
+    def __init__(self, server: TmuxServer, target: str, status_file: Path | None = None) -> None:
         self.server = server
         self.target = target
         self.status_file = status_file
@@ -63,7 +63,8 @@ class Pane:
         self.server.run("send-keys", "-t", self.target, "-l", text)
 
     def screen(self) -> str:
-        return self.server.run("capture-pane", "-p", "-t", self.target).stdout
+        # -J: a line the pane wrapped comes back whole
+        return self.server.run("capture-pane", "-p", "-J", "-t", self.target).stdout
 
     def wait_text(self, text: str, timeout: float = 15.0) -> str:
         return wait_for(lambda: text in (s := self.screen()) and s, timeout=timeout,
@@ -73,8 +74,12 @@ class Pane:
         return self.server.run("display-message", "-p", "-t", self.target, fmt).stdout.strip()
 
     def dead_status(self, timeout: float = 15.0) -> int:
-        """Wait for the pane's command to exit; return its exit status."""
-        text = wait_for(lambda: self.status_file.exists() and self.status_file.read_text(),
+        """Wait for the pane's command to exit; return its exit status (panes made by
+        :meth:`TmuxServer.new_pane` only: they record it)."""
+        if self.status_file is None:
+            raise AssertionError("this pane does not record its exit status")
+        status_file = self.status_file
+        text = wait_for(lambda: status_file.exists() and status_file.read_text(),
                         timeout=timeout, what="the pane's command to exit")
         return int(text.strip())
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import CspEnv, GatewayProcess, require
 from tests.polling import wait_for
-from tests.tmuxtest import TmuxServer, tmux  # noqa: F401  (fixture)
+from tests.tmuxtest import TmuxServer
 
 FIELDS = ("pane_id", "pane_top", "pane_left", "pane_width", "pane_dead", "@csp_role",
           "@csp_agent", "pane_title", "pane_start_command", "pane_pid")
@@ -53,7 +53,7 @@ def alive(pid: int) -> bool:
 
 
 def test_attach_builds_the_layout_once(csp_env: CspEnv, gateway: GatewayProcess,
-                                       tmux: TmuxServer) -> None:  # noqa: F811
+                                       tmux: TmuxServer) -> None:
     require(sidecar_works(csp_env), "csp-sidecar does not run")
     add_agent(csp_env, "one", "cat")
     add_agent(csp_env, "two", "cat", options=("--profile", "generic"))
@@ -105,7 +105,7 @@ def _online(env: CspEnv) -> list[str]:
 
 
 def test_more_than_three_agents_are_tiled(csp_env: CspEnv, gateway: GatewayProcess,
-                                          tmux: TmuxServer) -> None:  # noqa: F811
+                                          tmux: TmuxServer) -> None:
     for name in ("a1", "a2", "a3", "a4"):
         add_agent(csp_env, name, "cat")
     r = attach(csp_env, tmux, "--session", "grid")
@@ -122,7 +122,7 @@ def test_more_than_three_agents_are_tiled(csp_env: CspEnv, gateway: GatewayProce
 
 
 def test_spawn_adds_restarts_and_refuses_twins(csp_env: CspEnv, gateway: GatewayProcess,
-                                               tmux: TmuxServer) -> None:  # noqa: F811
+                                               tmux: TmuxServer) -> None:
     flag = csp_env.root / "may-run"
     add_agent(csp_env, "one", "cat")
     # exits with status 3 until the flag file exists
@@ -168,7 +168,7 @@ def test_spawn_adds_restarts_and_refuses_twins(csp_env: CspEnv, gateway: Gateway
 
 
 def test_kill_ends_agents_and_session(csp_env: CspEnv, gateway: GatewayProcess,
-                                      tmux: TmuxServer) -> None:  # noqa: F811
+                                      tmux: TmuxServer) -> None:
     require(sidecar_works(csp_env), "csp-sidecar does not run")
     add_agent(csp_env, "one", "cat")
     add_agent(csp_env, "two", "cat")
@@ -200,7 +200,7 @@ def _fake_cli_dir(root: Path, names: tuple[str, ...]) -> str:
 
 @pytest.mark.parametrize("found", [("claude", "gemini"), ()])
 def test_first_run_without_agents(csp_env: CspEnv, gateway: GatewayProcess,
-                                  tmux: TmuxServer, found: tuple[str, ...]) -> None:  # noqa: F811
+                                  tmux: TmuxServer, found: tuple[str, ...]) -> None:
     path = _fake_cli_dir(csp_env.root, found)  # nothing else: real CLIs may be installed
     r = csp_env.cspctl("attach", "--detached", "-L", tmux.socket, extra_env={"PATH": path})
     assert r.returncode == 0, r.stderr
@@ -214,7 +214,7 @@ def test_first_run_without_agents(csp_env: CspEnv, gateway: GatewayProcess,
 
 
 def test_attach_without_gateway_says_how_to_start_it(csp_env: CspEnv,
-                                                     tmux: TmuxServer) -> None:  # noqa: F811
+                                                     tmux: TmuxServer) -> None:
     r = attach(csp_env, tmux)
     assert r.returncode == 3
     assert "cspd" in r.stderr and "Traceback" not in r.stderr
@@ -222,7 +222,7 @@ def test_attach_without_gateway_says_how_to_start_it(csp_env: CspEnv,
 
 
 def test_bad_config_names_file_line_and_key(csp_env: CspEnv,
-                                            tmux: TmuxServer) -> None:  # noqa: F811
+                                            tmux: TmuxServer) -> None:
     csp_env.config.parent.mkdir(parents=True)
     csp_env.config.write_text('[[agents]]\nname = "ok"\ncommand = ["cat"]\n\n'
                               '[[agents]]\nname = "bad"\ncommand = "cat"\n')
@@ -265,7 +265,7 @@ CSPCTL = f"{shlex.quote(sys.executable)} -m csp_cli"
 
 
 def test_attach_from_a_terminal_attaches_it(csp_env: CspEnv, gateway: GatewayProcess,
-                                            tmux: TmuxServer,  # noqa: F811
+                                            tmux: TmuxServer,
                                             inner: _Server) -> None:
     """Run in a terminal (a pane of another tmux), attach takes it over: nesting."""
     add_agent(csp_env, "one", "cat")  # configured: no first-run question
@@ -310,7 +310,7 @@ def test_interactive_first_run_adds_the_found_clis(
     assert declined.output.splitlines()[-1] == ""  # nothing added
 
 
-async def test_tmux_wrapper_errors_are_typed(tmux: TmuxServer) -> None:  # noqa: F811
+async def test_tmux_wrapper_errors_are_typed(tmux: TmuxServer) -> None:
     from csp_cli.tmux import NoServer, NoSession, Tmux, TmuxError
     t = Tmux(tmux.socket, env=tmux.env)
     assert not t.has_session("csp")

@@ -9,33 +9,9 @@ from typing import Any
 
 from tests.conftest import REPO, CspEnv, GatewayProcess, require
 from tests.polling import wait_for
-from tests.tmuxtest import TmuxServer, tmux  # noqa: F401  (fixture)
+from tests.tmuxtest import Pane, TmuxServer
 
 FAKE_CLI = REPO / "tests" / "tools" / "fake_cli.py"
-
-
-class Pane:
-    """A pane of the csp session, by target."""
-
-    def __init__(self, server: TmuxServer, target: str) -> None:
-        self.server = server
-        self.target = target
-
-    def send(self, *keys: str) -> None:
-        self.server.run("send-keys", "-t", self.target, *keys)
-
-    def type(self, text: str) -> None:
-        self.server.run("send-keys", "-t", self.target, "-l", text)
-
-    def screen(self) -> str:
-        return self.server.run("capture-pane", "-p", "-J", "-t", self.target).stdout
-
-    def wait_text(self, text: str, timeout: float = 15.0) -> str:
-        return wait_for(lambda: text in (s := self.screen()) and s, timeout=timeout,
-                        what=f"{text!r} on screen")
-
-    def info(self, fmt: str) -> str:
-        return self.server.run("display-message", "-p", "-t", self.target, fmt).stdout.strip()
 
 
 def history(env: CspEnv) -> list[dict[str, Any]]:
@@ -59,7 +35,7 @@ def last_line(pane: Pane) -> str:
 
 
 def test_chat_shows_the_room_and_sends_what_is_typed(
-        csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer) -> None:  # noqa: F811
+        csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer) -> None:
     pane = chat_pane(csp_env, tmux)
     r = csp_env.cspctl("send", "@all", "hello from a script")
     assert r.returncode == 0, r.stderr
@@ -101,7 +77,7 @@ def test_chat_shows_the_room_and_sends_what_is_typed(
 
 
 def test_chat_reconnects_when_the_gateway_restarts(
-        csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer) -> None:  # noqa: F811
+        csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer) -> None:
     pane = chat_pane(csp_env, tmux)
     gateway.stop()
     pane.wait_text("reconnecting")
@@ -113,7 +89,7 @@ def test_chat_reconnects_when_the_gateway_restarts(
 
 
 def test_chat_and_agent_round_trip(csp_env: CspEnv, gateway: GatewayProcess,
-                                   tmux: TmuxServer) -> None:  # noqa: F811
+                                   tmux: TmuxServer) -> None:
     """Text typed into the chat reaches the agent's PTY; the agent's reply reaches the chat."""
     require(csp_env.run(sys.executable, "-m", "csp_sidecar", "--help").returncode == 0,
             "csp-sidecar does not run")
