@@ -207,12 +207,10 @@ class GatewayLink:
                     continue
                 try:
                     await client.send([], self.outbox[0], kind="output", room=self.room)
-                except GatewayUnavailable:
-                    await self._wait_reconnect()
-                    continue
-                except Unauthorized:
-                    # the token was rotated: reconnect, which reads the new one
-                    log.info("token refused; reconnecting with the current token")
+                except (GatewayUnavailable, Unauthorized) as exc:
+                    # the gateway went away, or the token was rotated: reconnect (which
+                    # reads the current token) and post again; the outbox keeps its order
+                    log.info("output waits for a new connection: %s", exc.message)
                     await self._drop()
                     await self.connected.wait()
                     continue
@@ -224,8 +222,3 @@ class GatewayLink:
                 self.outbox.popleft()
             self._outbox_ready.clear()
 
-    async def _wait_reconnect(self) -> None:
-        # the reader notices the broken connection and clears `connected`
-        while self.connected.is_set() and self._ws is not None and not self._ws.closed:
-            await asyncio.sleep(0.1)
-        await self.connected.wait()
