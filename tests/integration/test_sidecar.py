@@ -333,3 +333,26 @@ def test_output_is_still_shared_after_the_token_is_rotated(
     # and messages still reach the agent
     assert csp_env.cspctl("send", "@fa", "still here").returncode == 0
     pane.wait_text("● reply: [human → @fa] still here")
+
+
+def test_urgent_skips_the_wait_for_quiet_but_not_a_half_typed_line(
+        csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer, fake_log: Path) -> None:
+    csp_env.env["FAKECLI_THINK"] = "8"
+    pane = start_fake(csp_env, tmux)
+    pane.type("a long task")
+    pane.send("Enter")
+    pane.wait_text("Thinking")
+    # the agent is busy for 8 s: an urgent message is typed in (and acked) now all the same
+    assert csp_env.cspctl("send", "@fa", "!stop that").returncode == 0
+    wait_for(lambda: agent_state(csp_env, "fa").get("pending") == 0, timeout=6,
+             what="the urgent message injected while the agent is busy")
+    assert "● reply: a long task" not in pane.screen()  # it was still thinking
+    pane.wait_text("● reply: [human → @fa] stop that", timeout=20)
+    # but a half-typed line holds even an urgent one
+    pane.type("mine")
+    wait_for(lambda: "mine" in "".join(received(fake_log)), what="the human's keys")
+    assert csp_env.cspctl("send", "--urgent", "@fa", "second").returncode == 0
+    wait_for(lambda: agent_state(csp_env, "fa").get("queue") == 1, what="held")
+    assert not any("second" in r for r in received(fake_log))
+    pane.send("C-u")  # the human clears the line
+    wait_for(lambda: any("second" in r for r in received(fake_log)), what="delivered after")
