@@ -34,6 +34,8 @@ class Profile:
     prompt_patterns: tuple[re.Pattern[str], ...] = ()
     busy_patterns: tuple[re.Pattern[str], ...] = ()
     quiet_ms: int = 400
+    # an urgent message waits only this long for quiet (it never skips a safety gate)
+    urgent_quiet_ms: int = 150
     # typing a message in
     paste: str = "bracketed"
     submit_key: str = "\r"
@@ -41,6 +43,17 @@ class Profile:
     max_paste_bytes: int = 8000
     guard_prefixes: str = "!/#"
     tag_format: str = "[{sender} → {to}] {text}"
+    # several queued messages go in as one prompt (each with its own tag)
+    coalesce: bool = True
+    # the human's draft: Esc clears the input line; "\\" then Enter is a new line
+    esc_clears: bool = False
+    backslash_newline: bool = True
+    # a prompt the CLI never confirms (its hook) within this time is typed once more,
+    # then reported in the room
+    confirm_timeout_ms: int = 15000
+    # how the CLI reports its turns (hooks, a notify program, a transcript): a table
+    # read by csp_sidecar.wiring; empty means the screen is all there is
+    reports: dict[str, Any] = field(default_factory=dict)
     # capture: screen lines that are the CLI's chrome, and reply markers to strip
     chrome_patterns: tuple[re.Pattern[str], ...] = ()
     reply_markers: tuple[str, ...] = ()
@@ -87,6 +100,10 @@ def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:
             raise ConfigError(f"{source}: unknown key '{key}'")
         if key.endswith("_patterns"):
             kwargs[key] = _compile(source, key, value)
+        elif key == "reports":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: 'reports' must be a table")
+            kwargs[key] = dict(value)
         elif key == "env":
             if not isinstance(value, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
