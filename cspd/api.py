@@ -103,6 +103,7 @@ async def list_agents(request: web.Request) -> web.Response:
             "online": sub is not None,
             "state": state.state if state else "offline",
             "queue": state.queue if state else 0,
+            "reason": state.reason if state else "",
             "pending": await gw.store.pending_count(rec.name),
             "pid": state.pid if state else None,
             "dbus_name": state.dbus_name if state else None,

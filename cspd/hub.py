@@ -32,6 +32,7 @@ class AgentState:
 
     state: str = "starting"
     queue: int = 0
+    reason: str = ""  # why queued messages wait ("vim is in the foreground"), if they do
     pid: int | None = None
     dbus_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

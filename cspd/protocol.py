@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import BadRequest
+from .sanitize import is_sender_tag, visible_text
 
 API = "/v1"
 HUMAN = "human"
@@ -134,9 +135,18 @@ MENTION = re.compile(r"(?<![\w@])@([a-z][a-z0-9_-]{0,31})\b")
 
 
 def mentions(text: str) -> list[str]:
-    """Names addressed inside free text (``@codex please review``)."""
+    """Names addressed inside free text (``@codex please review``).
+
+    Only the speaker's own words route: an ``@name`` on a line that reads as
+    csp's sender tag (``[human → @codex @gemini] ...`` quoted back by an agent)
+    addresses no one.  Invisible characters are removed first, so the name the
+    reader sees is the name that routes.
+    """
     seen: list[str] = []
-    for name in MENTION.findall(text):
-        if name not in seen:
-            seen.append(name)
+    for line in visible_text(text).split("\n"):
+        if is_sender_tag(line):
+            continue
+        for name in MENTION.findall(line):
+            if name not in seen:
+                seen.append(name)
     return seen

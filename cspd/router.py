@@ -23,6 +23,7 @@ from .config import GatewayConfig
 from .errors import BadRequest, NotFound, PayloadTooLarge, UnknownRecipient
 from .hub import Hub
 from .protocol import HUMAN, Message, mentions, parse_targets
+from .sanitize import is_blank
 from .store import Draft, Store
 
 CLIENT_KINDS = ("chat", "output")
@@ -66,8 +67,6 @@ class Router:
         """Validate, store durably, then publish; returns the stored message."""
         if post.kind not in CLIENT_KINDS:
             raise BadRequest(f"kind must be one of {', '.join(CLIENT_KINDS)}")
-        if not post.content.strip():
-            raise BadRequest("empty message")
         try:
             size = len(post.content.encode())
         except UnicodeEncodeError:  # lone surrogates from JSON "\ud800": not text
@@ -76,6 +75,9 @@ class Router:
             raise PayloadTooLarge(
                 f"message is {size} bytes; the limit is {self.config.max_message_bytes}",
                 limit=self.config.max_message_bytes)
+        if is_blank(post.content):
+            raise BadRequest("empty message: nothing would show once control and invisible "
+                             "characters are removed")
         targets = parse_targets(post.to)
         room_name = targets.room or post.room or self.home_room(post.sender)
         room = await self.store.room(room_name)
@@ -103,6 +105,7 @@ class Router:
         self.hub.publish(message, deliver)
         if halted_now:
             limit = room.hop_limit or self.config.hop_limit
+            self._drop_queued_relays(room_name, members)
             await self.system(room_name, f"relay paused in #{room_name}: {limit} agent-to-agent "
                               "hops without a human message; agents' messages reach only "
                               "humans until a human speaks")
@@ -131,6 +134,13 @@ class Router:
         halted_now = room not in self._halted
         self._halted.add(room)
         return hops, (), halted_now
+
+    def _drop_queued_relays(self, room: str, members: list[str]) -> None:
+        """The relay stopped: agents' messages already queued in sidecars are not typed in."""
+        for name in members:
+            if name in self.known:
+                self.hub.control(name, {"type": "control", "action": "drop_relays",
+                                        "room": room})
 
     def _recipients(self, post: Post, everyone: bool, names: list[str], members: list[str],
                     relay: bool) -> tuple[str, ...]:

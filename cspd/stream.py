@@ -28,7 +28,8 @@ from .protocol import API, Message, check_name
 
 log = logging.getLogger("cspd.stream")
 
-AGENT_STATES = ("starting", "ready", "busy", "paused", "exited")
+# "waiting": the agent waits for its human (a permission or question prompt)
+AGENT_STATES = ("starting", "ready", "busy", "waiting", "paused", "exited")
 SOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 
 
@@ -155,6 +156,9 @@ async def _handle_frame(gw: Gateway, sub: Subscriber, frame: dict[str, Any]) -> 
         pid = frame.get("pid")
         if isinstance(pid, int) and pid > 0:
             sub.state.pid = pid
+        reason = frame.get("reason")
+        if isinstance(reason, str):
+            sub.state.reason = reason[:200]
         dbus_name = frame.get("dbus_name")
         if isinstance(dbus_name, str):
             sub.state.dbus_name = dbus_name

@@ -50,6 +50,8 @@ async def _list(as_json: bool) -> None:
         click.echo(f"{a['name']:<14}{a['state']:<10}{a['queue']:>6}{pending:>9}  "
                    f"{a['pid'] or '-'!s:<8}{a['room']:<10}{a['dbus_name'] or '-':<24}"
                    f"{a['command']}")
+        if a.get("reason") and a["queue"]:
+            click.echo(f"{'':<14}waiting: {a['reason']}")
 
 
 async def _rows() -> list[dict[str, Any]]:
@@ -74,6 +76,7 @@ async def _rows() -> list[dict[str, Any]]:
         row["on_bus"] = agent is not None
         if agent is not None:
             row.update(online=True, state=agent["state"], queue=agent["queue"],
+                       reason=agent["reason"] or row.get("reason", ""),
                        pid=agent["pid"], dbus_name=agent["dbus_name"],
                        last_activity=agent["last_activity"])
     for agent in live.values():

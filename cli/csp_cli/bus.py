@@ -27,6 +27,7 @@ def _row(name: str, props: dict[str, Any]) -> dict[str, Any]:
     last = props.get("LastActivity", 0)
     return {"name": props.get("Name", name.rpartition(".")[2]), "dbus_name": name,
             "state": props.get("State", "starting"), "queue": props.get("QueueLength", 0),
+            "reason": props.get("Reason", ""),
             "pid": props.get("Pid") or None, "room": props.get("Room", ""),
             "profile": props.get("Profile", ""), "command": list(props.get("Command", [])),
             "last_activity": last / 1e6 if last else None}

@@ -3,7 +3,7 @@
 The view follows the gateway's WebSocket and reconnects by itself (showing
 that it does) when the gateway restarts; after a reconnect it asks for what it
 missed with ``since``, so nothing is lost and nothing is shown twice.  All chat
-text goes through :func:`cspd.sanitize.strip_controls` before it is drawn.
+text goes through :func:`cspd.sanitize.visible_text` before it is drawn.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import click
 from cspd.client import GatewayClient
 from cspd.errors import CspError, GatewayUnavailable
 from cspd.protocol import Message
-from cspd.sanitize import one_line, strip_controls
+from cspd.sanitize import one_line, visible_text
 
 from .chatterm import Key, LineEditor, Render, Screen, text_width, wrap
 from .render import clock, colour_of
@@ -86,7 +86,7 @@ def parse_line(line: str) -> SendLine | CommandLine | None:
 
 def render_message(m: Message, show_room: bool = False) -> Render:
     """The lines of one message for a given width (coloured, sanitised)."""
-    content = strip_controls(m.content).rstrip("\n")
+    content = visible_text(m.content).rstrip("\n")
     time = clock(m.ts)
     room = f"#{m.room} " if show_room else ""
 
@@ -116,7 +116,7 @@ def render_message(m: Message, show_room: bool = False) -> Render:
 def render_notice(text: str, level: str = "info") -> Render:
     """Lines from the chat itself (help, /list, errors), set apart from the room."""
     colour = {"info": "bright_black", "ok": "green", "warn": "yellow", "error": "red"}[level]
-    clean = strip_controls(text)
+    clean = visible_text(text)
 
     def render(width: int) -> list[str]:
         lines = wrap(clean, width - 4)

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from cspd.protocol import Message
-from cspd.sanitize import strip_controls
+from cspd.sanitize import visible_text
 
 SENDER_COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan",
                   "bright_green", "bright_magenta", "bright_yellow", "bright_blue")
@@ -28,7 +28,7 @@ def clock(ts: str) -> str:
 
 
 def format_message(m: Message, colour: bool = True) -> str:
-    content = strip_controls(m.content)
+    content = visible_text(m.content)
     time = clock(m.ts)
     if m.kind == "system":
         line = f"{time} -- {content}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-STATES = ("starting", "ready", "busy", "paused", "exited")
+STATES = ("starting", "ready", "busy", "waiting", "paused", "exited")
 
 # called with the properties that changed, e.g. {"State": "busy", "QueueLength": 2}
 ChangeListener = Callable[[dict[str, Any]], None]
@@ -27,6 +27,11 @@ class AgentControl(Protocol):
 
     @property
     def state(self) -> str: ...
+
+    @property
+    def reason(self) -> str:
+        """Why queued messages wait ("vim is in the foreground"); "" when they do not."""
+        ...
 
     @property
     def queue_length(self) -> int: ...

@@ -5,7 +5,8 @@ Interface ``io.csp.Agent1`` (see docs/dbus.md):
 * properties (read-only, every change announced with ``PropertiesChanged``):
   ``Name`` s, ``Profile`` s, ``Room`` s ("" = the gateway's default room),
   ``Command`` as, ``Pid`` u (the child's; 0 before it starts), ``State`` s
-  (starting, ready, busy, paused, exited), ``QueueLength`` u, ``LastActivity`` t
+  (starting, ready, busy, waiting — for its human —, paused, exited), ``Reason`` s (why
+  queued messages wait, "" when they do not), ``QueueLength`` u, ``LastActivity`` t
   (microseconds since the Unix epoch, the unit systemd uses for its timestamps;
   0 = never);
 * methods: ``Pause()``, ``Resume()``, ``Inject(s text)``, ``Interrupt()``.
@@ -46,7 +47,7 @@ NoReply = Annotated[None, DBusSignature("")]  # a method that returns nothing
 READ = PropertyAccess.READ
 U32_MAX = 2**32 - 1
 
-PROPERTY_NAMES = ("Name", "Profile", "Room", "Command", "Pid", "State", "QueueLength",
+PROPERTY_NAMES = ("Name", "Profile", "Room", "Command", "Pid", "State", "Reason", "QueueLength",
                   "LastActivity")
 
 
@@ -93,6 +94,10 @@ class AgentInterface(ServiceInterface):
     @dbus_property(access=READ)
     def State(self) -> DBusStr:
         return self.control.state
+
+    @dbus_property(access=READ)
+    def Reason(self) -> DBusStr:
+        return self.control.reason
 
     @dbus_property(access=READ)
     def QueueLength(self) -> DBusUInt32:

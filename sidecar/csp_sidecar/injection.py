@@ -1,30 +1,37 @@
-"""Turning a chat message into keystrokes that are safe to type into an agent.
+"""Turning chat messages into keystrokes that are safe to type into an agent.
 
 Text typed into a PTY *is* keystrokes.  So every message is sanitised (every
-control character but newline and tab removed, to a fixed point: no ``ESC``,
-no end-of-paste marker, no ``^C``/``^D``), tagged with its sender, guarded so
-it never starts with a character the CLI treats as a command, and framed as
-one bracketed paste when the agent has asked for bracketed paste.  The submit
-key is *not* part of the payload: it goes as its own write after the
-profile's delay, because CLIs swallow or reinterpret an Enter that arrives in
-the same instant as the text.
+control character but newline and tab removed, and everything a human would
+not see but a model would read: no ``ESC``, no end-of-paste marker, no
+``^C``/``^D``), tagged with its sender, guarded so it never starts with a
+character the CLI treats as a command, and a body line that would pass for
+another sender's tag is quoted.  Several queued messages go in as one prompt,
+each with its own tag, framed as one bracketed paste when the agent has asked
+for bracketed paste.  The submit key is *not* part of the payload: it goes as
+its own write after the profile's delay, because CLIs swallow or reinterpret an
+Enter that arrives in the same instant as the text.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cspd import paths
 from cspd.protocol import Message
-from cspd.sanitize import strip_controls
+from cspd.sanitize import is_sender_tag, one_line, visible_text
 
 from .profiles import Profile
 
 PASTE_START = b"\x1b[200~"
 PASTE_END = b"\x1b[201~"
 GUARD = "(csp) "
+# before a body line that would read as a sender's tag: a quote, not a message
+QUOTE = "> "
+# between the messages of one prompt
+SEPARATOR = "\n\n"
 
 
 def address_label(message: Message) -> str:
@@ -32,12 +39,29 @@ def address_label(message: Message) -> str:
 
 
 def render_text(message: Message, profile: Profile) -> str:
-    """The sanitised, tagged, guarded text the agent will read."""
-    body = strip_controls(message.content).strip("\n")
-    text = profile.tag_format.format(sender=strip_controls(message.sender),
-                                     to=address_label(message), text=body)
+    """The sanitised, tagged, guarded text the agent will read.
+
+    Empty when the message has nothing a reader would see: such a message is
+    never typed (the gateway refuses to store one, but the sidecar does not
+    count on it).
+    """
+    body = visible_text(message.content).strip("\n")
+    if not body.strip():
+        return ""
+    return _tagged(message, profile, quote_sender_tags(body, profile.tag_format))
+
+
+def quote_sender_tags(body: str, tag_format: str) -> str:
+    """Quote each line that would pass for a message of its own, tagged with another sender."""
+    return "\n".join(QUOTE + line if is_sender_tag(line, tag_format) else line
+                     for line in body.split("\n"))
+
+
+def _tagged(message: Message, profile: Profile, body: str) -> str:
+    text = profile.tag_format.format(sender=one_line(message.sender),
+                                     to=one_line(address_label(message)), text=body)
     # the format comes from a (user's) profile: the whole is cleaned, not just the parts
-    return guard(strip_controls(text), profile.guard_prefixes)
+    return guard(visible_text(text), profile.guard_prefixes)
 
 
 def guard(text: str, prefixes: str) -> str:
@@ -48,13 +72,37 @@ def guard(text: str, prefixes: str) -> str:
     return text
 
 
+def take_batch(queue: Sequence[Message], profile: Profile) -> list[Message]:
+    """The messages to type in as one prompt: the longest start of the queue that fits.
+
+    They fit when their rendered texts, joined, take at most ``max_paste_bytes``
+    (the size at which a paste spills to a file), so coalescing never spills a
+    message that alone would have been pasted.  The first message always goes
+    (alone, when it is too long by itself); without ``coalesce`` only it does.
+    Empty only for an empty queue.
+    """
+    if not queue or not profile.coalesce:
+        return list(queue[:1])
+    size = len(render_text(queue[0], profile).encode())
+    count = 1
+    for message in queue[1:]:
+        text = render_text(message, profile)
+        more = len(text.encode()) + (len(SEPARATOR) if text and size else 0)
+        if size + more > profile.max_paste_bytes:
+            break
+        size += more
+        count += 1
+    return list(queue[:count])
+
+
 @dataclass(frozen=True)
 class Keystrokes:
-    """What to write for one message: the text, then (separately) the submit key."""
+    """What to write for a batch of messages: the text, then (separately) the submit key."""
 
     payload: bytes
     submit: bytes
     text: str  # what the agent will show, for filtering its echo from capture
+    ids: tuple[int, ...]  # the messages typed in, in order
 
 
 def spill_to_file(agent: str, message: Message, text: str) -> Path:
@@ -68,20 +116,34 @@ def spill_to_file(agent: str, message: Message, text: str) -> Path:
     return path
 
 
-def keystrokes_for(message: Message, profile: Profile, agent: str,
-                   bracketed_paste: bool) -> Keystrokes:
-    text = render_text(message, profile)
-    if len(text.encode()) > profile.max_paste_bytes:
-        path = spill_to_file(agent, message, text)
-        text = guard(strip_controls(profile.tag_format.format(
-            sender=strip_controls(message.sender), to=address_label(message),
-            text=f"a long message ({len(text.encode())} bytes) is in {path} - please read it")),
-            profile.guard_prefixes)
+def keystrokes_for(messages: Sequence[Message], profile: Profile, agent: str,
+                   bracketed_paste: bool) -> Keystrokes | None:
+    """One paste holding every message of the batch, each with its own tag, in order.
+
+    None when no message of the batch has anything to show: then nothing is
+    typed, and the caller acknowledges the batch as delivered all the same.
+    A message with nothing to show is left out of a batch that has others
+    (and out of ``Keystrokes.ids``).
+    """
+    typed = [(m, text) for m in messages if (text := _text_to_paste(m, profile, agent))]
+    if not typed:
+        return None
+    text = SEPARATOR.join(t for _, t in typed)
     if bracketed_paste and profile.paste == "bracketed":
-        body = text.replace("\n", "\r").encode()
-        payload = PASTE_START + body + PASTE_END
+        payload = PASTE_START + text.replace("\n", "\r").encode() + PASTE_END
     else:
         # no bracketed paste: a newline would submit early, so lines are joined
-        text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+        text = " ".join(line.strip() for line in text.split("\n") if line.strip())
         payload = text.encode()
-    return Keystrokes(payload=payload, submit=profile.submit_key.encode(), text=text)
+    return Keystrokes(payload=payload, submit=profile.submit_key.encode(), text=text,
+                      ids=tuple(m.id for m, _ in typed))
+
+
+def _text_to_paste(message: Message, profile: Profile, agent: str) -> str:
+    """The rendered message, or (too long to paste) where to read it; empty: nothing to show."""
+    text = render_text(message, profile)
+    size = len(text.encode())
+    if size <= profile.max_paste_bytes:
+        return text
+    path = spill_to_file(agent, message, text)
+    return _tagged(message, profile, f"a long message ({size} bytes) is in {path} - please read it")

@@ -37,7 +37,7 @@ class NameTaken(Conflict):
 class GatewayLink:
     def __init__(self, name: str, room: str | None, profile: str, command: str,
                  on_message: Callable[[Message], None],
-                 on_control: Callable[[str], None],
+                 on_control: Callable[[str, dict[str, Any]], None],
                  address: str | None = None) -> None:
         self.name = name
         self.room = room
@@ -152,7 +152,7 @@ class GatewayLink:
                 return
             self.on_message(message)
         elif kind == "control" and isinstance(frame.get("action"), str):
-            self.on_control(frame["action"])
+            self.on_control(frame["action"], frame)
         elif kind == "error":
             log.warning("gateway: %s", frame.get("message"))
 

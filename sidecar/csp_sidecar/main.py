@@ -18,7 +18,7 @@ from cspd.errors import CspError
 from cspd.protocol import check_name
 
 from .link import NameTaken
-from .profiles import load_profile, profile_for_command
+from .profiles import apply_to_command, load_profile, match_profile
 from .sidecar import Options, Sidecar
 
 EXIT_USAGE = 2
@@ -74,12 +74,16 @@ the group chat as NAME.
   csp-sidecar --name codex --room backend -- codex --no-alt-screen
   csp-sidecar --name helper --profile generic -- python3 -i
 
-Group messages are typed into the agent only when it is ready (quiet, its
-prompt on screen) and you have no half-typed line; what the agent says is
-shared with the room.  The profile (how to tell it is ready, how to type into
-it) is chosen from the command's name unless --profile is given; shipped
-profiles: claude, codex, gemini, aider, generic, shell.  Exits with the
-agent's exit status.
+Group messages are typed into the agent only when it is safe: the agent
+itself in the foreground (no shell, editor or pager), its prompt on screen,
+no menu or permission prompt open, and no draft of yours in its input.  What
+the agent says is shared with the room: the exact reply, from the CLI's own
+hooks where it has them (Claude Code, Codex, Gemini CLI), else read off the
+screen.  The profile (how to tell it is ready, how to type into it, how it
+reports its turns) is chosen from the command's program unless --profile is
+given; shipped profiles: claude, codex, gemini, aider, generic, shell.  For a
+program no profile knows, nothing is typed in until you name a profile.
+Exits with the agent's exit status.
 """
 
 
@@ -100,14 +104,20 @@ def cli(name: str, profile_name: str | None, room: str | None, cwd: str | None,
         check_name(name)
         if room:
             check_name(room, "room name")
-        profile = load_profile(profile_name) if profile_name else profile_for_command(
-            list(command))
+        matched = match_profile(list(command))
+        profile = load_profile(profile_name) if profile_name else (
+            matched or load_profile("generic"))
+        apply_to_command(profile, list(command))  # a wrapper that hides the program: say so now
     except CspError as exc:
         click.echo(f"csp-sidecar: {exc.message}", err=True)
         sys.exit(EXIT_USAGE)
     _setup_logging(name, verbose)
+    if not profile_name and matched is None:
+        click.echo(f"csp-sidecar: no profile knows {command[0]!r}: the agent runs, but no "
+                   "message is typed into it until you name a profile (--profile NAME)",
+                   err=True)
     options = Options(name=name, profile=profile, command=list(command), room=room, cwd=cwd,
-                      gateway=gateway)
+                      gateway=gateway, profile_known=bool(profile_name) or matched is not None)
     try:
         status = asyncio.run(_start(options))
     except NameTaken as exc:

@@ -20,6 +20,8 @@ from typing import Any
 from cspd import paths
 from cspd.errors import ConfigError
 
+from .command import SHELLS, locate, program_name
+
 PASTE_STYLES = ("bracketed", "typed")
 # sizes that must not be zero (a zero chunk size would never finish chunking)
 _POSITIVE = ("max_paste_bytes", "chunk_max_chars")
@@ -134,9 +136,24 @@ def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:
 
 
 def apply_to_command(profile: Profile, command: list[str]) -> list[str]:
-    """The command with the profile's ``args`` after the program, unless already given."""
-    missing = [a for a in profile.args if a not in command[1:]]
-    return command[:1] + missing + command[1:]
+    """The command with the profile's ``args`` right after the CLI's own program (past
+    ``env VAR=...``, ``npx``, ``nice`` and the like), unless already given there.
+
+    A wrapper that hides the program (``sh -c '...'``, ``ssh host codex``) leaves nowhere
+    to put them: that is an error at start rather than a command that fails later.
+    """
+    if not profile.args:
+        return list(command)
+    located = locate(command)
+    if located.index is None:
+        raise ConfigError(
+            f"profile {profile.name!r} adds {' '.join(profile.args)} after the CLI's program, "
+            f"but {located.reason}: put the CLI's program itself in the command "
+            f"(e.g. -- {profile.commands[0] if profile.commands else 'PROGRAM'} ...), "
+            f"or use a profile without args")
+    cut = located.index + 1
+    missing = [a for a in profile.args if a not in command[cut:]]
+    return command[:cut] + missing + command[cut:]
 
 
 def apply_to_env(profile: Profile, env: dict[str, str]) -> dict[str, str]:
@@ -178,11 +195,22 @@ def _user_names() -> set[str]:
     return {p.stem for p in d.glob("*.toml")} if d.is_dir() else set()
 
 
-def profile_for_command(command: list[str]) -> Profile:
-    """Pick the profile whose ``commands`` list names the program, else ``generic``."""
-    program = Path(command[0]).name if command else ""
+def match_profile(command: list[str]) -> Profile | None:
+    """The profile whose ``commands`` names the CLI's own program (found past its wrappers:
+    ``env HOME=/x codex``, ``npx -y @openai/codex``), the user's profiles first; None when
+    no profile knows it, or a wrapper hides it.  A command that starts with a shell
+    (``bash -c ...``, ``sh script``) is also the shell's: it runs whatever is typed."""
+    located = locate(command)
+    names = [located.name] if located.index is not None else []
+    if command and program_name(command[0]) in SHELLS:
+        names.append(program_name(command[0]))
     for name in sorted(_user_names()) + shipped_names():
         profile = load_profile(name)
-        if program in profile.commands:
+        if any(n in profile.commands for n in names):
             return profile
-    return load_profile("generic")
+    return None
+
+
+def profile_for_command(command: list[str]) -> Profile:
+    """Pick the profile whose ``commands`` list names the program, else ``generic``."""
+    return match_profile(command) or load_profile("generic")

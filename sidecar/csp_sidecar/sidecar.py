@@ -1,51 +1,58 @@
-"""The sidecar itself: a PTY proxy with a group-chat link.
+"""The sidecar: an agent CLI on a PTY, joined to the group chat.
 
-One asyncio loop carries everything, in the manner of a select loop with
-nested handlers: bytes from the human go to the agent's PTY, bytes from the
-agent go to the human's terminal *first* and only then into the screen model;
-timers notice when the agent has gone quiet; the gateway link queues messages
-that are injected when it is safe; D-Bus and the gateway read the state.
+This module only puts the parts together and runs their life cycle; each
+concern has its own module:
 
-Injection is safe when: delivery is not paused, the human has no half-typed
-line, and (unless the message is urgent) the agent is ready: quiet for the
-profile's interval with its prompt on screen and no busy marker.  While a
-message is being typed in (paste, pause, submit key), the human's keystrokes
-are held back and released right after, so they never splice into it.
+* :mod:`.pump` copies bytes between the human's terminal and the agent's PTY;
+* :mod:`.screen` models what the agent shows, :mod:`.keys` what the human types;
+* :mod:`.readiness` says whether the agent waits for input, from its own turn
+  reports (hooks: :mod:`.wiring`, :mod:`.hooks`, :mod:`.transcript`) or its screen;
+* :mod:`.delivery` decides when a message may be typed in and types it exactly
+  once (:mod:`.journal` keeps the record across crashes);
+* :mod:`.capture` reads replies off the screen for CLIs that cannot report them;
+* :mod:`.state` tells D-Bus, the gateway and the pane title what goes on;
+* :mod:`.link` is the connection to the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from cspd import paths
 from cspd.client import AGENT_ENV, GATEWAY_ENV, ROOM_ENV, gateway_address
 from cspd.protocol import Message, now_iso
 
 from .agent_process import AgentProcess
 from .capture import Capture
+from .command import locate_program, program_name
 from .control import ChangeListener
-from .injection import keystrokes_for
+from .delivery import Delivery, Facts
+from .foreground import ForegroundCheck
+from .hooks import HOOK_SOCKET_ENV, HookChannel, HookEvent
+from .injection import Keystrokes
+from .journal import Journal, journal_path
 from .keys import LineTracker
 from .link import GatewayLink
 from .profiles import Profile, apply_to_command, apply_to_env
+from .pump import STDIN, STDOUT, Pump, write_all
+from .readiness import TURN_BUSY, TURN_IDLE, TURN_WAITING, Readiness
 from .screen import ScreenModel
+from .state import StatePublisher
 from .terminal import get_size, is_tty, raw_mode
-from .title import PaneTitle
+from .transcript import TranscriptFollower
+from .wiring import RunFacts, Wiring, wire
 
 log = logging.getLogger("csp_sidecar")
 
-STDIN, STDOUT = 0, 1
-READ_SIZE = 65536
-# after an injection, wait for the agent to react before calling it ready again
-REACTION_TIMEOUT = 5.0
+MAX_SHARE_BYTES = 60_000  # under the gateway's 64 KiB per message
 
 
 @dataclass
@@ -57,6 +64,9 @@ class Options:
     cwd: str | None = None
     gateway: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # the user named the profile (--profile), or a profile knows the program: either
+    # way the sidecar knows what it types into; otherwise it types nothing
+    profile_known: bool = True
 
 
 class Sidecar:
@@ -65,38 +75,52 @@ class Sidecar:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.name = options.name
-        self.profile_obj = options.profile
-        self.profile = options.profile.name
+        self.profile_obj = p = options.profile
+        self.profile = p.name
         self.room = options.room or ""
         self.command = list(options.command)
-        self.keys = LineTracker()
-        self.capture = Capture(options.profile)
-        self.title = PaneTitle()
-        self.queue: list[Message] = []
-        self.injected_ids: set[int] = set()
         self.paused = False
-        self.injecting = False
         self.exit_status: int | None = None
-        self._listeners: list[ChangeListener] = []
-        self._held_input = bytearray()
-        self._to_child = bytearray()
-        self._last_output = 0.0
-        self._last_activity = time.time()
-        self._ever_ready = False
-        self._injected_at = 0.0
-        self._injected_gen = -1
-        self._quiet_timer: asyncio.TimerHandle | None = None
-        self._capture_timer: asyncio.TimerHandle | None = None
-        self._published: dict[str, Any] = {}
-        self._done = asyncio.Event()
-        self._local_ids = -1
-        self._inject_task: asyncio.Task[None] | None = None
         self.child: AgentProcess | None = None
+        self.pump: Pump | None = None
+        self.foreground: ForegroundCheck | None = None
+        self.keys = LineTracker(esc_clears=p.esc_clears, backslash_newline=p.backslash_newline)
         rows, cols = get_size(STDIN)
         self.screen = ScreenModel(rows, cols)
+        # the CLI reports its turns (hooks...) when its profile says how and the sidecar
+        # can add the wiring to its command line (not through `sh -c '...'`)
+        self.reported = bool(p.reports) and locate_program(self.command) is not None
+        if p.reports and not self.reported:
+            log.warning("cannot wire %s's turn reports through %r: reading its screen",
+                        p.name, self.command[0] if self.command else "")
+        self.readiness = Readiness(p, self.screen, reported=self.reported)
+        # replies come from the CLI's reports where it has them, else from the screen
+        self.capture = Capture(p) if p.capture and not self.reported else None
         self.link = GatewayLink(
-            options.name, options.room, options.profile.name, " ".join(options.command),
+            options.name, options.room, p.name, " ".join(options.command),
             on_message=self.receive, on_control=self.control, address=options.gateway)
+        self.states = StatePublisher(self.name, self.link.report_state)
+        self.journal = Journal(journal_path(self.name))
+        recovered = self.journal.recover()
+        self.delivery = Delivery(
+            p, self.name, self.journal, facts=self.facts, write=self._write,
+            hold=self._hold, release=self._release,
+            bracketed_paste=lambda: self.screen.bracketed_paste, ack=self.link.ack,
+            report=self.report, on_typed=self._typed, on_change=self.publish,
+            busy=lambda: self.readiness.busy(),
+            confirm_by_report=self.reported and p.reports.get("confirm") == "report")
+        self.delivery.submitted |= recovered.submitted
+        self._interrupted = recovered.unanswered
+        self.journal.open()
+        self.session = str(uuid.uuid4())
+        self.hooks: HookChannel | None = None
+        self.transcript: TranscriptFollower | None = None
+        self.wiring: Wiring | None = None
+        self._last_activity = time.time()
+        self._done = asyncio.Event()
+        self._local_ids = -1
+        self._quiet_timer: asyncio.TimerHandle | None = None
+        self._capture_timer: asyncio.TimerHandle | None = None
 
     # -- AgentControl --------------------------------------------------------
 
@@ -106,7 +130,11 @@ class Sidecar:
 
     @property
     def queue_length(self) -> int:
-        return len(self.queue)
+        return len(self.delivery.queue)
+
+    @property
+    def reason(self) -> str:
+        return self.delivery.reason if self.delivery.queue else ""
 
     @property
     def last_activity(self) -> float:
@@ -118,12 +146,19 @@ class Sidecar:
             return "exited"
         if self.paused:
             return "paused"
-        if self.is_ready():
-            return "ready"
-        return "busy" if self._ever_ready else "starting"
+        if not self.readiness.started:
+            return "starting"
+        if self.readiness.waiting_for_human():
+            return "waiting"
+        if self.delivery.typing or self.readiness.busy():
+            return "busy"
+        if self.readiness.needs_quiet() and (
+                self.readiness.quiet_for() < self.profile_obj.quiet_ms / 1000):
+            return "busy"
+        return "ready"
 
     def add_listener(self, listener: ChangeListener) -> None:
-        self._listeners.append(listener)
+        self.states.add_listener(listener)
 
     def pause(self) -> None:
         self.paused = True
@@ -132,7 +167,7 @@ class Sidecar:
     def resume(self) -> None:
         self.paused = False
         self.publish()
-        self.try_deliver()
+        self.delivery.kick()
 
     def inject(self, text: str, sender: str = "dbus") -> None:
         self._local_ids -= 1
@@ -141,233 +176,135 @@ class Sidecar:
 
     def interrupt(self) -> None:
         self.keys.clear()
-        self.write_child(b"\x03")
+        self._write(b"\x03")
+
+    def control(self, action: str, frame: dict[str, Any] | None = None) -> None:
+        """An action from the gateway (``cspctl pause NAME``, the loop guard)."""
+        if action == "drop_relays":
+            self._drop_relays(str((frame or {}).get("room", "")))
+            return
+        handler = {"pause": self.pause, "resume": self.resume,
+                   "interrupt": self.interrupt}.get(action)
+        if handler is not None:
+            handler()
+
+    def _drop_relays(self, room: str) -> None:
+        """The room's loop guard stopped relaying: agents' queued messages are not typed."""
+        dropped = self.delivery.queue.take(lambda m: m.room == room and m.hops > 0)
+        ids = [m.id for m in dropped if m.id > 0]
+        if ids:
+            log.info("relay stopped in #%s: dropping queued relays %s", room, ids)
+            asyncio.get_running_loop().create_task(self.link.ack(ids))
+            self.publish()
 
     # -- messages in ---------------------------------------------------------
 
     def receive(self, message: Message) -> None:
-        """A message for the agent: queue it (once) and deliver when safe."""
+        """A message for the agent: queued once, typed in when :func:`decide` says so."""
         if message.kind == "system":
             return
-        if message.id in self.injected_ids:
-            # injected before, but the ack was lost: acknowledge again
-            asyncio.get_running_loop().create_task(self.link.ack([message.id]))
-            return
-        if any(m.id == message.id for m in self.queue):
-            return
         if message.content.strip() in ("/pause", "/resume"):
-            self.injected_ids.add(message.id)
+            self.delivery.submitted.add(message.id)
             asyncio.get_running_loop().create_task(self.link.ack([message.id]))
             self.control(message.content.strip()[1:])
             return
-        if message.urgent:
-            # urgent ones go ahead of the ordinary ones, in their own order
-            at = next((i for i, m in enumerate(self.queue) if not m.urgent), len(self.queue))
-            self.queue.insert(at, message)
-        else:
-            self.queue.append(message)
-        self.publish()
-        self.try_deliver()
+        self.delivery.receive(message)
 
-    def control(self, action: str) -> None:
-        handlers: dict[str, Callable[[], None]] = {
-            "pause": self.pause, "resume": self.resume, "interrupt": self.interrupt}
-        handler = handlers.get(action)
-        if handler is not None:
-            handler()
+    def facts(self) -> Facts:
+        r, p = self.readiness, self.profile_obj
+        return Facts(
+            paused=self.paused,
+            refuse=self._refusal(),
+            started=r.check_started(p.quiet_ms / 1000) and self.child is not None,
+            foreground=self._foreground(),
+            alternate_screen=self.screen.alternate_screen,
+            waiting_for_human=r.waiting_for_human(),
+            draft=self.keys.dirty,
+            unconfirmed=self.delivery.unconfirmed,
+            busy=r.busy(),
+            quiet_for=r.quiet_for(),
+            needs_quiet=r.needs_quiet())
 
-    # -- readiness and delivery ---------------------------------------------
-
-    def is_ready(self) -> bool:
-        p = self.profile_obj
-        now = time.monotonic()
-        if now - self._last_output < p.quiet_ms / 1000:
-            return False
-        if self.screen.alternate_screen:
-            return False
-        if (self._injected_gen == self.screen.generation
-                and now - self._injected_at < REACTION_TIMEOUT):
-            return False  # typed something in and the agent has not reacted yet
-        if p.busy_patterns and self.screen.any_line_matches(p.busy_patterns):
-            return False
-        if p.prompt_patterns and not self.screen.any_line_matches(p.prompt_patterns):
-            return False
-        self._ever_ready = True
-        return True
-
-    def try_deliver(self) -> None:
-        if (not self.queue or self.injecting or self.paused or self.keys.dirty
-                or self.child is None or self._done.is_set()):
-            return
+    def _refusal(self) -> str | None:
         if not self.profile_obj.is_agent():
-            self._drop_for_non_agent()
-            return
-        message = self.queue[0]
-        if not message.urgent and not self.is_ready():
-            self._arm_quiet_timer()
-            return
-        self.injecting = True
-        self._inject_task = asyncio.get_running_loop().create_task(self._inject(message))
+            return f"the {self.profile} profile never takes typed chat"
+        if not self.options.profile_known:
+            program = self.command[0] if self.command else "?"
+            return (f"no profile knows {program!r}: nothing is typed in until one is named "
+                    "(csp-sidecar --profile NAME)")
+        return None
 
-    def _drop_for_non_agent(self) -> None:
-        ids = [m.id for m in self.queue if m.id > 0]
-        self.queue.clear()
-        self.injected_ids.update(ids)
-        if ids:
-            asyncio.get_running_loop().create_task(self.link.ack(ids))
-        self.publish()
+    def _foreground(self) -> str | None:
+        if self.foreground is None or self.child is None or self._done.is_set():
+            return "the agent is not running"
+        return self.foreground.blocker(self.child.fd)
 
-    async def _inject(self, message: Message) -> None:
-        try:
-            keys = keystrokes_for(message, self.profile_obj, self.name,
-                                  self.screen.bracketed_paste)
+    # -- typing in -----------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.pump is not None:
+            self.pump.write_child(data)
+
+    def _hold(self) -> None:
+        if self.pump is not None:
+            self.pump.hold_human()
+
+    def _release(self) -> None:
+        if self.pump is not None:
+            self.pump.release_human()
+
+    def _typed(self, keys: Keystrokes) -> None:
+        if self.capture is not None:
             self.capture.expect_echo(keys.text)
-            self.write_child(keys.payload)
-            # the submit key must arrive as its own write, after the CLI took the paste
-            await asyncio.sleep(self.profile_obj.submit_delay_ms / 1000)
-            if self._done.is_set():
-                return
-            self.write_child(keys.submit)
-            self._expect_reaction()
-            self.queue.remove(message)
-            if message.id > 0:
-                self.injected_ids.add(message.id)
-                await self.link.ack([message.id])
-        finally:
-            self.injecting = False
-            if self._held_input:
-                held, self._held_input = bytes(self._held_input), bytearray()
-                self._from_human(held)
-            self.publish()
-            self._arm_quiet_timer()
+        self.readiness.note_submit()
 
-    # -- state publication ---------------------------------------------------
+    def report(self, text: str) -> None:
+        """Say something about delivery in the room (as this agent's output)."""
+        log.warning("%s", text)
+        self.link.share(f"⚠ csp: {text}")
 
-    def publish(self) -> None:
-        """Tell listeners (D-Bus), the gateway and the pane title what changed."""
-        props = {"State": self.state, "QueueLength": self.queue_length, "Pid": self.pid,
-                 "LastActivity": self._last_activity}
-        changed = {k: v for k, v in props.items() if self._published.get(k) != v}
-        if not changed:
-            return
-        coarse_change = any(k != "LastActivity" for k in changed)
-        self._published.update(changed)
-        for listener in self._listeners:
-            try:
-                listener(changed)
-            except Exception:
-                log.exception("state listener failed")
-        if coarse_change:
-            queued = f" · {self.queue_length} queued" if self.queue else ""
-            self.title.set(f"{self.name} · {props['State']}{queued}")
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(self.link.report_state(
-                    state=props["State"], queue=self.queue_length, pid=self.pid))
+    # -- the human's keys ----------------------------------------------------
 
-    # -- the byte pump -------------------------------------------------------
-
-    def write_child(self, data: bytes) -> None:
-        """Queue bytes for the agent's PTY; never blocks the loop."""
-        if self.child is None or not data:
-            return
-        self._to_child += data
-        self._flush_child()
-
-    def _flush_child(self) -> None:
-        assert self.child is not None
-        fd = self.child.fd
-        loop = asyncio.get_running_loop()
-        while self._to_child:
-            try:
-                n = os.write(fd, self._to_child)
-            except BlockingIOError:
-                loop.add_writer(fd, self._flush_child)
-                return
-            except OSError:
-                self._to_child.clear()
-                break
-            del self._to_child[:n]
-        loop.remove_writer(fd)
-
-    def _on_stdin(self) -> None:
-        try:
-            data = os.read(STDIN, READ_SIZE)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EINTR):
-                return
-            data = b""
-        if not data:
-            # the human's side is gone: pass an end-of-file on if it was a pipe
-            asyncio.get_running_loop().remove_reader(STDIN)
-            if not is_tty(STDIN) and self.child is not None:
-                self.write_child(b"\x04")
-            return
+    def _on_human(self, data: bytes) -> None:
+        self._write(data)
         self._last_activity = time.time()
-        if self.injecting:
-            self._held_input += data
-            return
-        self._from_human(data)
-
-    def _from_human(self, data: bytes) -> None:
-        self.write_child(data)
         was_dirty, submits = self.keys.dirty, self.keys.submits
         self.keys.feed(data)
+        if self.readiness.turn == TURN_WAITING:
+            self.readiness.note_report(TURN_BUSY)  # the human answers the agent's question
         if self.keys.submits != submits:
-            # the human just gave the agent work: let it react before typing more in
-            self._expect_reaction()
+            self.readiness.note_submit()  # the human gave the agent work
         if was_dirty and not self.keys.dirty:
-            self.try_deliver()
+            self.delivery.kick()
+        self.publish()
 
-    def _expect_reaction(self) -> None:
-        self._injected_at = time.monotonic()
-        self._injected_gen = self.screen.generation
+    # -- the agent's output --------------------------------------------------
 
-    def _on_child_output(self) -> None:
-        assert self.child is not None
-        try:
-            data = os.read(self.child.fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._child_closed()
-            return
-        _write_all(STDOUT, data)  # the human's view first, untouched
-        self._last_output = time.monotonic()
+    def _on_output(self, data: bytes) -> None:
         self._last_activity = time.time()
         self.screen.feed(data)
+        self.readiness.note_output()
         self._arm_quiet_timer()
-        self._arm_capture_timer()
-        if self._published.get("State") == "ready":
+        if self.capture is not None:
+            self._arm_capture_timer()
+        if self.states.get("State") == "ready":
             self.publish()
 
     def _arm_quiet_timer(self) -> None:
-        """Wake up when the agent may have become ready; an earlier wake-up wins."""
-        if self._done.is_set():
-            return
-        delay = max(0.0, self._last_output + self.profile_obj.quiet_ms / 1000 - time.monotonic())
-        if self._injected_gen == self.screen.generation:
-            delay = max(delay, self._injected_at + REACTION_TIMEOUT - time.monotonic())
-        loop = asyncio.get_running_loop()
-        when = loop.time() + delay + 0.01
+        """Look again once the output has been quiet for the profile's time."""
         if self._quiet_timer is not None:
-            if self._quiet_timer.when() <= when:
-                return
             self._quiet_timer.cancel()
-        self._quiet_timer = loop.call_at(when, self._on_quiet)
+        self._quiet_timer = asyncio.get_running_loop().call_later(
+            self.profile_obj.quiet_ms / 1000 + 0.01, self._on_quiet)
 
     def _on_quiet(self) -> None:
         self._quiet_timer = None
-        if time.monotonic() - self._last_output < self.profile_obj.quiet_ms / 1000:
-            self._arm_quiet_timer()
-            return
+        if not self.reported and not self.readiness.busy():
+            self.delivery.turn_ended()  # the screen says it is waiting for input again
         self.publish()
-        self.try_deliver()
+        self.delivery.kick()
 
     def _arm_capture_timer(self) -> None:
-        if not self.profile_obj.capture:
-            return
         if self._capture_timer is not None:
             self._capture_timer.cancel()
         self._capture_timer = asyncio.get_running_loop().call_later(
@@ -375,25 +312,50 @@ class Sidecar:
 
     def _on_capture(self) -> None:
         self._capture_timer = None
-        self.capture.echoes.extend(" ".join(s.split()) for s in self.keys.submitted)
-        self.keys.submitted.clear()
-        scrolled = self.screen.take_scrolled()
-        if self.screen.alternate_screen:
-            self.capture.reset(self.screen.lines()[:self.screen.cursor_row])
+        if self.capture is None:
             return
-        lines = self.capture.settle(scrolled, self.screen.lines(), self.screen.cursor_row)
-        for chunk in self.capture.chunks(lines):
+        typed, self.keys.submitted = list(self.keys.submitted), []
+        for chunk in self.capture.take(self.screen, typed):
             self.link.share(chunk)
 
-    def _on_winch(self) -> None:
-        rows, cols = get_size(STDIN)
-        if self.child is not None:
-            self.child.resize(rows, cols)
-        self.screen.resize(rows, cols)
+    # -- the CLI's own reports -----------------------------------------------
+
+    def _on_report(self, event: HookEvent) -> None:
+        """A turn event from the CLI's hooks or transcript."""
+        log.debug("report: %s", event.kind)
+        if event.kind == "prompt":
+            self.readiness.note_report(TURN_BUSY)
+            self.delivery.confirm(event.prompt or "")
+        elif event.kind == "turn_end":
+            if event.prompt:
+                self.delivery.confirm(event.prompt)
+            self.readiness.note_report(TURN_IDLE)
+            if event.reply and event.reply.strip():
+                self._share_reply(event.reply)
+            self.delivery.turn_ended()
+        elif event.kind == "waiting":
+            self.readiness.note_report(TURN_WAITING)
+        elif event.kind == "tool":
+            self.readiness.note_report(TURN_BUSY)
+            if self.profile_obj.reports.get("share_tools") and event.detail:
+                self.link.share(event.detail)
+        self.publish()
+        self.delivery.kick()
+
+    def _share_reply(self, reply: str) -> None:
+        for chunk in split_for_sharing(reply.strip("\n"), MAX_SHARE_BYTES):
+            self.link.share(chunk)
+
+    # -- state ---------------------------------------------------------------
+
+    def publish(self) -> None:
+        self.states.publish({"State": self.state, "QueueLength": self.queue_length,
+                             "Reason": self.reason, "Pid": self.pid,
+                             "LastActivity": self._last_activity})
 
     # -- lifecycle -----------------------------------------------------------
 
-    def child_env(self) -> dict[str, str]:
+    def child_env(self, wiring: Wiring | None) -> dict[str, str]:
         env = apply_to_env(self.profile_obj, dict(os.environ))
         for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
             env.pop(var, None)
@@ -401,31 +363,66 @@ class Sidecar:
         env[AGENT_ENV] = self.name
         env[ROOM_ENV] = self.room
         env[GATEWAY_ENV] = self.options.gateway or gateway_address()
+        if wiring is not None:
+            env.update(wiring.env)
+        if self.hooks is not None:
+            env[HOOK_SOCKET_ENV] = str(self.hooks.path)
         return env
 
-    def spawn(self) -> None:
-        self.child = AgentProcess(apply_to_command(self.profile_obj, self.command),
-                                  cwd=self.options.cwd, env=self.child_env(),
+    def child_command(self, wiring: Wiring | None) -> list[str]:
+        command = apply_to_command(self.profile_obj, self.command)
+        if wiring is not None and wiring.args:
+            at = locate_program(command)
+            assert at is not None  # apply_to_command raised for a hidden program
+            command = command[:at + 1] + wiring.args + command[at + 1:]
+        return command
+
+    async def _wire(self) -> Wiring | None:
+        """Ask the CLI to report its turns, for this run only."""
+        if not self.reported:
+            return None
+        folder = paths.ensure_private_dir(paths.runtime_dir() / "hooks")
+        self.hooks = HookChannel(folder / f"{self.name}.sock", self._on_report,
+                                 self.profile_obj.reports)
+        await self.hooks.start()
+        env = {**os.environ, **self.options.env}
+        wiring = wire(self.profile_obj, RunFacts(
+            agent=self.name, hook_socket=self.hooks.path, session=self.session, env=env,
+            cwd=self.options.cwd or os.getcwd()))
+        if wiring.transcript is not None:
+            self.transcript = TranscriptFollower(wiring.transcript, self._on_report)
+            await self.transcript.start()
+        return wiring
+
+    def spawn(self, wiring: Wiring | None) -> None:
+        command = self.child_command(wiring)
+        self.child = AgentProcess(command, cwd=self.options.cwd, env=self.child_env(wiring),
                                   size=get_size(STDIN))
         self.link.pid = self.child.pid
+        at = locate_program(command)
+        expected = set(self.profile_obj.commands)
+        if at is not None:
+            expected.add(program_name(command[at]))
+        self.foreground = ForegroundCheck(self.child.pid, expected)
 
     def _child_closed(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self.child is not None
-        loop.remove_reader(self.child.fd)
-        loop.remove_writer(self.child.fd)
         self._done.set()
 
     async def run(self) -> int:
         """Run the child to the end; returns the exit status to exit with."""
         loop = asyncio.get_running_loop()
-        self.spawn()
+        self.wiring = await self._wire()
+        self.spawn(self.wiring)
         assert self.child is not None
+        self.pump = Pump(self.child.fd, on_human=self._on_human, on_output=self._on_output,
+                         on_closed=self._child_closed)
         self.publish()
+        for m in self._interrupted:
+            self.report(f"{self.name} stopped (its sidecar was ended) before answering "
+                        f"message #{m.id} from {m.sender}; it was not answered")
+        self._interrupted = []
         tasks = [loop.create_task(self.link.run()), loop.create_task(self.link.run_outbox())]
-        loop.add_reader(self.child.fd, self._on_child_output)
-        with contextlib.suppress(OSError, ValueError):
-            loop.add_reader(STDIN, self._on_stdin)
+        self.pump.start()
         loop.add_signal_handler(signal.SIGWINCH, self._on_winch)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_terminate, sig)
@@ -435,20 +432,35 @@ class Sidecar:
             with raw_mode(STDIN):
                 await self._done.wait()
         finally:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(STDIN)
+            self.pump.stop()
             for sig in (signal.SIGWINCH, signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             status = await self.child.reap()
             self.exit_status = status
+            self.delivery.interrupted(f"exited (status {status})")
+            self.delivery.close()
             self._restore_modes()
             self.publish()
+            await self._close_reports()
             await self._flush_outbox()
             for task in tasks:
                 task.cancel()
             await self.link.stop()
-            await self.title.wait()
+            await self.states.wait()
+            self.journal.close()
         return status
+
+    async def _close_reports(self) -> None:
+        for part in (self.transcript, self.hooks):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.close()
+
+    def _on_winch(self) -> None:
+        rows, cols = get_size(STDIN)
+        if self.child is not None:
+            self.child.resize(rows, cols)
+        self.screen.resize(rows, cols)
 
     def _on_terminate(self, sig: int) -> None:
         """The sidecar is told to go (pane closed, systemd, kill): the agent goes too."""
@@ -465,7 +477,7 @@ class Sidecar:
         if self.screen.bracketed_paste:
             resets += b"\x1b[?2004l"
         if resets:
-            _write_all(STDOUT, resets + b"\x1b[?25h")
+            write_all(STDOUT, resets + b"\x1b[?25h")
 
     async def _flush_outbox(self) -> None:
         """Share the last captured output if the gateway is there (bounded wait)."""
@@ -477,15 +489,23 @@ class Sidecar:
             await asyncio.sleep(0.02)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            import select
-            select.select([], [fd], [], 1.0)
-            continue
-        except OSError:
-            return  # the terminal vanished; keep serving the agent
-        view = view[n:]
+def split_for_sharing(text: str, limit: int) -> list[str]:
+    """Cut a reply longer than one message allows at line ends (rarely needed)."""
+    if len(text.encode()) <= limit:
+        return [text]
+    out: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        candidate = f"{current}\n{line}" if current else line
+        if current and len(candidate.encode()) > limit:
+            out.append(current)
+            current = line
+        else:
+            current = candidate
+        while len(current.encode()) > limit:  # one huge line
+            cut = len(current.encode()[:limit].decode(errors="ignore"))
+            out.append(current[:cut])
+            current = current[cut:]
+    if current:
+        out.append(current)
+    return out

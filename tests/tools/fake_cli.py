@@ -6,12 +6,21 @@ line per read, so tests can see exactly what arrived and in how many writes).
 On Enter it "thinks" for ``$FAKECLI_THINK`` seconds (printing a spinner-like
 line), then answers with ``● reply: <what it was sent>`` and shows the prompt
 again.  Ctrl-C clears the line; Ctrl-D on an empty line exits with status 3.
+
+Like Claude Code, it takes ``--settings <json>`` and runs the command hooks
+named there: ``UserPromptSubmit`` with ``{"prompt": ...}`` on stdin when a
+prompt is submitted, ``Stop`` with ``{"last_assistant_message": ...}`` when
+its reply is drawn.  So the sidecar's claude profile, hooks and all, can be
+tested against it.  ``FAKECLI_NO_HOOKS=1`` makes it ignore them (a CLI whose
+hooks do not fire); ``FAKECLI_REPLY=long`` answers with the 46-line markdown
+reply of ``tests/tools/long_reply.py`` instead of echoing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import termios
 import time
@@ -20,9 +29,38 @@ import tty
 PROMPT = "❯ "
 
 
+def hooks_from_argv(argv: list[str]) -> dict[str, list[str]]:
+    """Claude Code's ``--settings`` hooks: event name -> shell commands."""
+    if "--settings" not in argv or os.environ.get("FAKECLI_NO_HOOKS") == "1":
+        return {}
+    settings = json.loads(argv[argv.index("--settings") + 1])
+    out: dict[str, list[str]] = {}
+    for event, groups in settings.get("hooks", {}).items():
+        out[event] = [h["command"] for g in groups for h in g.get("hooks", [])
+                      if h.get("type") == "command"]
+    return out
+
+
+def run_hooks(hooks: dict[str, list[str]], event: str, payload: dict[str, object]) -> None:
+    body = json.dumps({"hook_event_name": event, **payload})
+    for command in hooks.get(event, []):
+        subprocess.run(command, shell=True, input=body, text=True, check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+
+
+def answer(line: str, turn: int) -> str:
+    if os.environ.get("FAKECLI_REPLY") == "long":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from long_reply import long_reply
+        return long_reply(line, turn)
+    return "reply: " + line
+
+
 def main() -> int:
     log_path = os.environ.get("FAKECLI_LOG")
     think = float(os.environ.get("FAKECLI_THINK", "0.3"))
+    hooks = hooks_from_argv(sys.argv[1:])
+    turn = 0
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
     tty.setraw(fd)
@@ -59,12 +97,17 @@ def main() -> int:
                     if line.strip() == "exit":
                         return 0
                     if line:
+                        turn += 1
+                        run_hooks(hooks, "UserPromptSubmit", {"prompt": line})
                         out.write("✻ Thinking… (esc to interrupt)\r")
                         out.flush()
                         time.sleep(think)
                         out.write("\x1b[2K")
-                        for n, part in enumerate(line.split("\n")):
-                            out.write(("● reply: " if n == 0 else "  ") + part + "\r\n")
+                        reply = answer(line, turn)
+                        for n, part in enumerate(reply.split("\n")):
+                            out.write(("● " if n == 0 else "  ") + part + "\r\n")
+                        out.flush()
+                        run_hooks(hooks, "Stop", {"last_assistant_message": reply})
                     line = ""
                     out.write(PROMPT)
                 elif ch == "\x03":

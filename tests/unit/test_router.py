@@ -13,7 +13,7 @@ from cspd.hub import Hub, Subscriber
 from cspd.protocol import Message
 from cspd.router import Post, Router
 from cspd.store import Store
-from tests.unit.conftest import config
+from tests.unit.conftest import Api, config
 
 
 @pytest.fixture
@@ -88,11 +88,32 @@ async def test_size_limit(router: Router) -> None:
         await router.post(Post("human", [], "é" * (limit // 2 + 1)))
 
 
-@pytest.mark.parametrize("content", ["", "   ", "\n\t "])
+@pytest.mark.parametrize("content", [
+    "", "   ", "\n\t ", "\x1b\x03\r\n", "\u200b\u200d\u2060\ufeff", "\u202e\u2066 \u200f",
+    "\U000e0041\U000e0042", "\ue000\U000f0001", "\ufdd0\uffff", "\x1b"])
 async def test_empty_message(router: Router, content: str) -> None:
-    with pytest.raises(BadRequest) as err:
+    with pytest.raises(BadRequest, match="empty message") as err:
         await router.post(Post("human", [], content))
     assert err.value.status == 400
+    assert await router.store.history(None, 0, 10) == []  # nothing stored
+
+
+async def test_a_message_with_something_visible_is_stored_as_sent(router: Router) -> None:
+    m = await router.post(Post("human", [], "\u200bhi\u202e\r"))
+    assert m.content == "\u200bhi\u202e\r"  # readers clean what they show
+
+
+async def test_the_api_answers_a_message_with_nothing_visible_with_400(api: Api) -> None:
+    r = await api.client.post("/v1/messages", json={"to": ["@all"], "content": "\u200b\u202e"},
+                              headers=api.headers())
+    body = await r.json()
+    assert r.status == 400 and body["error"] == "bad_request"
+    assert "empty message" in body["message"]
+
+
+async def test_nothing_visible_but_lone_surrogates_is_a_bad_request(router: Router) -> None:
+    with pytest.raises(BadRequest):
+        await router.post(Post("human", [], "\ud800\u200b"))
 
 
 async def test_unencodable_text_is_a_bad_request(router: Router) -> None:

@@ -134,3 +134,79 @@ def test_profile_env_must_be_a_table_of_strings(tmp_path: Path) -> None:
         parse_profile("x", {"env": {"A": 1}}, "x.toml")
     with pytest.raises(ConfigError, match="'args' must be a list of strings"):
         parse_profile("x", {"args": "--flag"}, "x.toml")
+
+
+@pytest.mark.parametrize("command,expected", [
+    (["env", "HOME=/x", "codex"], ["env", "HOME=/x", "codex", "--no-alt-screen", "--no-daemon"]),
+    (["npx", "-y", "@openai/codex@0.171.0", "resume"],
+     ["npx", "-y", "@openai/codex@0.171.0", "--no-alt-screen", "--no-daemon", "resume"]),
+    (["nice", "-n", "5", "/usr/bin/codex"],
+     ["nice", "-n", "5", "/usr/bin/codex", "--no-alt-screen", "--no-daemon"]),
+    (["node", "./codex.js", "--no-daemon"], ["node", "./codex.js", "--no-alt-screen", "--no-daemon"]),
+    # a wrapper's own words that look like the args do not count as given
+    (["env", "X=--no-daemon", "codex"], ["env", "X=--no-daemon", "codex", "--no-alt-screen",
+                                          "--no-daemon"]),
+])
+def test_profile_args_go_right_after_the_program_however_wrapped(
+        user_dir: Path, command: list[str], expected: list[str]) -> None:
+    from csp_sidecar.profiles import apply_to_command
+
+    assert apply_to_command(load_profile("codex"), command) == expected
+
+
+@pytest.mark.parametrize("command,wrapper", [
+    (["sh", "-c", "codex"], "sh -c"),
+    (["ssh", "host", "codex"], "ssh"),
+    (["env", "-S", "codex"], "env -S"),
+    (["tmux", "new", "codex"], "tmux"),
+])
+def test_a_wrapper_that_hides_the_program_is_an_error_at_start_when_args_are_due(
+        user_dir: Path, command: list[str], wrapper: str) -> None:
+    from csp_sidecar.profiles import apply_to_command
+
+    with pytest.raises(ConfigError) as info:
+        apply_to_command(load_profile("codex"), command)
+    message = info.value.message
+    assert wrapper in message and "--no-alt-screen" in message
+    assert "codex" in message and "without args" in message
+
+
+def test_a_profile_without_args_leaves_any_command_as_it_is(user_dir: Path) -> None:
+    from csp_sidecar.profiles import apply_to_command
+
+    for command in (["sh", "-c", "claude"], ["env", "A=1", "claude", "-c"], []):
+        result = apply_to_command(load_profile("claude"), command)
+        assert result == command and result is not command
+
+
+@pytest.mark.parametrize("command,name", [
+    (["env", "HOME=/x", "codex"], "codex"),
+    (["npx", "-y", "@openai/codex@0.171.0"], "codex"),
+    (["node", "/usr/bin/gemini"], "gemini"),
+    (["/usr/lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe"], "claude"),
+    (["nice", "python3", "-m", "aider"], "aider"),
+    (["env", "bash"], "shell"),
+    (["sh", "-c", "codex"], "shell"),  # a shell runs what is typed in, whatever it starts
+    (["bash", "run-agent.sh"], "shell"),
+    (["python3", "-i"], None),
+    (["ssh", "host", "codex"], None),
+    (["sudo", "-i"], None),
+    (["env", "HOME=/x"], None),
+    ([], None),
+])
+def test_match_profile_names_the_profile_of_the_located_program(
+        user_dir: Path, command: list[str], name: str | None) -> None:
+    from csp_sidecar.profiles import match_profile
+
+    found = match_profile(command)
+    assert (found.name if found else None) == name
+    assert profile_for_command(command).name == (name or "generic")
+
+
+def test_match_profile_prefers_the_users_profile(user_dir: Path) -> None:
+    from csp_sidecar.profiles import match_profile
+
+    (user_dir / "mine.toml").write_text('commands = ["codex", "mycli"]\n')
+    for command in (["env", "A=1", "codex"], ["npx", "mycli@2"]):
+        found = match_profile(command)
+        assert found is not None and found.name == "mine"

@@ -1,0 +1,334 @@
+"""What runs in the PTY's foreground, checked before every message is typed in.
+
+Text typed into a PTY goes to whatever reads the terminal at that moment, and
+that need not be the agent: ``env bash`` is a shell the profiles never heard
+of, an agent may ``exec bash``, open an editor or a pager, or start a shell
+that takes the terminal with job control.  A chat message typed into a shell
+runs as a command.  So before each delivery the sidecar asks the kernel, not
+the screen, what runs there:
+
+- the terminal's foreground process group (``tcgetpgrp`` on the master) must
+  be the agent's own group: the agent was started as a session leader, so its
+  group id is its pid, and a shell with job control moves the terminal to a
+  group of its own;
+- that group's leader, the agent's pid, must still run a program the sidecar
+  expects (the command's own program, the profile's ``commands``), named from
+  ``/proc`` the way :mod:`.command` names it (``node /usr/bin/codex`` is
+  ``codex``), which catches an ``exec``;
+- no other member of the group that has the terminal open may be a shell, an
+  editor, a pager or a remote/privilege program (those wait in the agent's own
+  group when started without job control), unless the agent runs under it
+  (``npx codex`` runs ``sh -c codex``, and dash waits there for codex).
+
+Shells, editors, pagers and remote/privilege programs are never the agent, even
+when the command named them.  Anything unreadable blocks, with the reason:
+typing into the unknown is the failure this module exists to prevent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .command import SHELLS, locate, program_name
+from .profiles import Profile, match_profile
+
+EDITORS = frozenset({"vim", "vi", "nvim", "view", "vimdiff", "nano", "pico", "emacs",
+                     "emacsclient", "micro", "hx", "helix", "ed", "joe", "mcedit", "kak"})
+PAGERS = frozenset({"less", "more", "most", "man", "pg", "w3m", "lynx"})
+REMOTE = frozenset({"ssh", "mosh", "mosh-client", "telnet", "sudo", "su", "doas", "runuser",
+                    "docker", "podman", "kubectl", "tmux", "screen", "script", "nsenter",
+                    "machinectl", "systemd-run", "login"})
+NEVER_AGENT = SHELLS | EDITORS | PAGERS | REMOTE
+# programs that read keys from /dev/tty whatever their stdin is
+_TTY_READERS = EDITORS | PAGERS
+_DEV_TTY = os.makedev(5, 0)
+_GONE = (FileNotFoundError, ProcessLookupError)
+
+
+class Unreadable(Exception):
+    """``/proc`` could not be read: the check cannot vouch for the terminal."""
+
+
+@dataclass(frozen=True)
+class Stat:
+    """The fields of ``/proc/PID/stat`` the check needs."""
+
+    pid: int
+    state: str
+    ppid: int
+    pgrp: int
+    tty_nr: int
+    starttime: int
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def read_stat(pid: int, proc: str = "/proc") -> Stat:
+    """``/proc/PID/stat``, parsed past the command name (which may hold spaces and
+    parentheses).  Raises FileNotFoundError/ProcessLookupError when it is gone."""
+    raw = _read(f"{proc}/{pid}/stat").decode("utf-8", "replace")
+    fields = raw[raw.rindex(")") + 2:].split()
+    # fields[0] is field 3 of proc(5): state, ppid, pgrp, session, tty_nr, ... starttime (22)
+    return Stat(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[4]),
+                int(fields[19]))
+
+
+def read_argv(pid: int, proc: str = "/proc") -> list[str]:
+    """The process's argv.  A program that renamed itself (``process.title``: npm shows
+    ``npm exec codex``) leaves one string padded with NULs; it is split at spaces."""
+    words = [w for w in _read(f"{proc}/{pid}/cmdline").decode("utf-8", "replace").split("\0")
+             if w]
+    if len(words) == 1 and " " in words[0] and not os.path.exists(words[0]):
+        return words[0].split()
+    return words
+
+
+def _exe_name(pid: int, proc: str) -> str:
+    """The name of the file the process runs; "" when that cannot be read (another
+    user's process, a kernel thread): argv and comm still name it."""
+    try:
+        target = os.readlink(f"{proc}/{pid}/exe")
+    except OSError:
+        return ""
+    return program_name(target.removesuffix(" (deleted)"))
+
+
+def _comm(pid: int, proc: str) -> str:
+    with contextlib.suppress(OSError):
+        return _read(f"{proc}/{pid}/comm").decode("utf-8", "replace").strip()
+    return ""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A process as :mod:`.command` would name its command line, and the other names it
+    goes by (its argv[0], its executable, its comm), any of which can betray a shell."""
+
+    name: str
+    aliases: frozenset[str]
+
+    @property
+    def never_agent(self) -> bool:
+        return bool(({self.name} | self.aliases) & NEVER_AGENT)
+
+    @property
+    def label(self) -> str:
+        """The name to show: the shell's, when a wrapper in front of it has another."""
+        if self.name in NEVER_AGENT or not self.never_agent:
+            return self.name
+        return sorted(self.aliases & NEVER_AGENT)[0]
+
+    def is_one_of(self, expected: frozenset[str]) -> bool:
+        return not self.never_agent and bool(({self.name} | self.aliases) & expected)
+
+
+def identify(pid: int, proc: str = "/proc") -> Identity:
+    """Name process ``pid`` (its argv walked through wrappers and interpreters)."""
+    argv = read_argv(pid, proc)
+    exe, comm = _exe_name(pid, proc), _comm(pid, proc)
+    located = locate(argv)
+    if located.index is not None:
+        name = located.name
+    else:
+        name = program_name(argv[0]) if argv else (exe or comm)
+    aliases = {program_name(argv[0]) if argv else "", exe, program_name(comm)} - {""}
+    return Identity(name or "?", frozenset(aliases))
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def expected_programs(command: list[str], profile: Profile) -> frozenset[str]:
+    """What the agent's leader may run: the command's own program and the profile's."""
+    located = locate(command)
+    names = set(profile.commands)
+    if located.index is not None:
+        names.add(located.name)
+    return frozenset(names)
+
+
+class ForegroundCheck:
+    """Before each message: is the agent itself what reads the terminal?
+
+    ``unknown`` (a program no profile knows, the user having named none) blocks
+    every message: the sidecar cannot tell that program's prompt from a shell's.
+    ``last_cost`` is how long the last :meth:`blocker` call took, in seconds.
+    """
+
+    def __init__(self, agent_pid: int, expected: Iterable[str], *, unknown: str | None = None,
+                 proc: str = "/proc") -> None:
+        self.agent_pid = agent_pid
+        self.expected = frozenset(expected)
+        self.unknown = unknown
+        self.proc = proc
+        self.last_cost = 0.0
+
+    @classmethod
+    def for_agent(cls, agent_pid: int, command: list[str], profile: Profile, *,
+                  profile_named: bool) -> ForegroundCheck:
+        """The check for ``command`` started with ``profile``; when the user named no
+        profile and none knows the program, nothing is typed in."""
+        unknown = None
+        if not profile_named and match_profile(command) is None:
+            located = locate(command)
+            unknown = located.name or (program_name(command[0]) if command else "(nothing)")
+        return cls(agent_pid, expected_programs(command, profile), unknown=unknown)
+
+    def blocker(self, master_fd: int) -> str | None:
+        """None when the agent's own program reads the terminal, else why not (short,
+        for the state shown to people)."""
+        started = time.perf_counter()
+        try:
+            return self._blocker(master_fd)
+        finally:
+            self.last_cost = time.perf_counter() - started
+
+    def _blocker(self, master_fd: int) -> str | None:
+        if self.unknown is not None:
+            return f"no profile knows {self.unknown!r}: name one with --profile"
+        try:
+            foreground = os.tcgetpgrp(master_fd)
+        except OSError as exc:
+            return f"cannot tell what runs in the terminal ({exc.strerror})"
+        return self.blocker_for_group(foreground)
+
+    def blocker_for_group(self, foreground: int) -> str | None:
+        """:meth:`blocker` for the terminal's foreground process group ``foreground``."""
+        try:
+            return self._check(foreground)
+        except Unreadable as exc:
+            return f"cannot read /proc ({exc})"
+
+    def _check(self, foreground: int) -> str | None:
+        leader = self._stat(self.agent_pid)
+        if leader is None and _exists(self.agent_pid):
+            raise Unreadable(f"no {self.proc}/{self.agent_pid}/stat")
+        if leader is None or leader.state in ("Z", "X"):
+            return "the agent has exited"
+        if foreground <= 0:
+            return "no process is in the foreground"
+        if foreground != self.agent_pid:
+            return self._other_group(foreground)
+        who = self._identify(self.agent_pid)
+        if who is None:
+            return "the agent has exited"
+        if who.never_agent:
+            if who.name in self.expected:
+                return f"{who.label} is in the foreground"
+            return f"the agent's program is now {who.label} (exec)"
+        if not who.is_one_of(self.expected):
+            return f"the agent's program is now {who.name} (exec)"
+        return self._waiting_child(leader)
+
+    def _other_group(self, pgrp: int) -> str:
+        members = self._members(pgrp)
+        lead = next((m for m in members if m.pid == pgrp), None)
+        newest = max(members, key=lambda m: (m.starttime, m.pid), default=None)
+        for stat_ in (lead, newest):
+            who = self._identify(stat_.pid) if stat_ is not None else None
+            if who is not None:
+                return f"{who.label} is in the foreground"
+        return f"another process group ({pgrp}) is in the foreground"
+
+    def _waiting_child(self, leader: Stat) -> str | None:
+        """A shell, editor or pager in the agent's own group that has the terminal
+        open (no job control moved it to a group of its own), unless the agent runs
+        under it; the newest such is named."""
+        members = [m for m in self._members(leader.pgrp) if m.pid != leader.pid]
+        names = {m.pid: who for m in members if (who := self._identify(m.pid)) is not None}
+        for m in sorted(members, key=lambda m: (m.starttime, m.pid), reverse=True):
+            who = names.get(m.pid)
+            if who is None or not who.never_agent:
+                continue
+            if not self._uses_terminal(m.pid, leader.tty_nr, who):
+                continue
+            if self._runs_agent_below(m.pid, members, names):
+                continue
+            return f"{who.label} is in the foreground"
+        return None
+
+    def _runs_agent_below(self, pid: int, members: list[Stat],
+                          names: dict[int, Identity]) -> bool:
+        """Whether an expected program runs below ``pid`` in the group (``sh -c codex``)."""
+        children: dict[int, list[int]] = {}
+        for m in members:
+            children.setdefault(m.ppid, []).append(m.pid)
+        todo, seen = list(children.get(pid, [])), set()
+        while todo:
+            child = todo.pop()
+            if child in seen:
+                continue
+            seen.add(child)
+            who = names.get(child)
+            if who is not None and who.is_one_of(self.expected):
+                return True
+            todo.extend(children.get(child, []))
+        return False
+
+    def _uses_terminal(self, pid: int, tty: int, who: Identity) -> bool:
+        """Shells read their stdin; editors and pagers may open /dev/tty.  Unreadable
+        descriptors count as the terminal (block rather than type blind)."""
+        fd_dir = f"{self.proc}/{pid}/fd"
+        try:
+            fds = ["0"] if not ({who.name} | who.aliases) & _TTY_READERS else os.listdir(fd_dir)
+            for fd in fds:
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(f"{fd_dir}/{fd}")
+                    if stat.S_ISCHR(st.st_mode) and st.st_rdev in (tty, _DEV_TTY):
+                        return True
+        except _GONE:
+            return False
+        except OSError:
+            return True
+        return False
+
+    def _stat(self, pid: int) -> Stat | None:
+        try:
+            return read_stat(pid, self.proc)
+        except _GONE:
+            return None
+        except (OSError, ValueError, IndexError) as exc:
+            raise Unreadable(f"{pid}/stat: {exc}") from None
+
+    def _identify(self, pid: int) -> Identity | None:
+        try:
+            return identify(pid, self.proc)
+        except _GONE:
+            return None
+        except OSError as exc:
+            raise Unreadable(f"{pid}/cmdline: {exc}") from None
+
+    def _members(self, pgrp: int) -> list[Stat]:
+        """The processes of group ``pgrp``: every /proc/PID/stat is read once (a few
+        hundred small reads), those that vanish meanwhile are skipped."""
+        try:
+            entries = os.listdir(self.proc)
+        except OSError as exc:
+            raise Unreadable(str(exc)) from None
+        members = []
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                st = read_stat(int(entry), self.proc)
+                if st.pgrp == pgrp:
+                    members.append(st)
+        return members
