@@ -61,6 +61,7 @@ def long_reply(prompt: str, turn: int = 1) -> str:
         para,
         "",
         "Second paragraph with `inline code`, **bold** and _emphasis_ that stays one line.",
+        "A line with trailing context: see https://example.invalid/docs/csp#delivery for more.",
         "",
         "### Steps",
         "",
