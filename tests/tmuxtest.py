@@ -38,7 +38,8 @@ class TmuxServer:
         command = f"{command}; echo $? > {shlex.quote(str(status_file))}"
         env_args: list[str] = []
         for key in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "PATH",
-                    "DBUS_SESSION_BUS_ADDRESS", "FAKECLI_LOG", "FAKECLI_THINK", "HOME"):
+                    "DBUS_SESSION_BUS_ADDRESS", "FAKECLI_LOG", "FAKECLI_THINK", "HOME",
+                    "FAKECLI_NO_HOOKS", "FAKECLI_REPLY", "FAKECLI_START_DELAY"):
             if key in self.env:
                 env_args += ["-e", f"{key}={self.env[key]}"]
         self.run("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),

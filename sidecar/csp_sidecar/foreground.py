@@ -147,12 +147,14 @@ def identify(pid: int, proc: str = "/proc") -> Identity:
 
 
 def _exists(pid: int) -> bool:
+    """Whether ``pid`` runs (or is a zombie): its /proc entry missing then means /proc
+    itself is missing, not the process."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 

@@ -133,6 +133,8 @@ def start_detached(argv: list[str]) -> None:
         os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions, setsid=True)
     except NotImplementedError:  # a libc without POSIX_SPAWN_SETSID
         _fork_detached(argv)
+    except OSError:
+        return  # not found, not executable: as the CLI itself, say nothing
 
 
 def _fork_detached(argv: list[str]) -> None:
@@ -170,10 +172,7 @@ def run(argv: list[str]) -> None:
         return
     payload, chained = split(args)
     if chained:
-        try:
-            start_detached(chained)
-        except OSError:
-            pass
+        start_detached(chained)
     path = args.socket or os.environ.get(SOCKET_ENV, "")
     if path:
         send(path, args.label, payload)
@@ -183,9 +182,8 @@ def main() -> None:
     """Entry point: never fails, never prints (stdout means something to the CLIs)."""
     try:
         run(sys.argv[1:])
-    except BaseException:  # a hook must never fail the agent's turn, whatever happened
-        pass
-    os._exit(0)
+    finally:
+        os._exit(0)  # whatever happened (an exception dies here): a hook never fails a turn
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from cspd.errors import ConfigError
 log = logging.getLogger("csp_sidecar.hooks")
 
 SOCKET_ENV = "CSP_HOOK_SOCKET"
+HOOK_SOCKET_ENV = SOCKET_ENV
 MAGIC = b"CSPHOOK1 "
 MAX_PAYLOAD = 4 * 1024 * 1024
 # a client that has connected gets this long to finish writing its frame
@@ -104,6 +105,9 @@ def _kind(value: Any, source: str) -> str:
 @dataclass(frozen=True)
 class EventRule:
     """How to read one labelled event: its kind and which JSON fields hold what.
+
+    ``detail`` is the ``detail`` field's text, else (and always for a ``tool``
+    event) the one-line description of the tool call ``tool_name``/``tool_input`` hold.
 
     ``kind_field``/``kind_map`` pick the kind from a field's value (Claude's
     ``Notification`` is ``waiting`` only for a permission or question prompt);
@@ -200,8 +204,8 @@ class HookSpec:
         if rule.kind_field is not None:
             kind = rule.kind_map.get(str(raw.get(rule.kind_field)), rule.kind)
         detail = _text(raw.get(rule.detail)) if rule.detail else None
-        if kind == "tool":
-            detail = self.tool_line(raw.get(rule.tool_name or ""), raw.get(rule.tool_input or ""))
+        if rule.tool_name is not None and (kind == "tool" or detail is None):
+            detail = self.tool_line(raw.get(rule.tool_name), raw.get(rule.tool_input or ""))
         return HookEvent(
             kind, label=label,
             prompt=_text(raw.get(rule.prompt)) if rule.prompt else None,
@@ -286,14 +290,17 @@ class HookChannel:
     side thread (``HookSpec.side_threads``) arrive as ``other``.
     """
 
-    def __init__(self, path: Path, on_event: Callable[[HookEvent], None], spec: HookSpec,
-                 *, max_bytes: int = MAX_PAYLOAD, read_timeout: float = READ_TIMEOUT) -> None:
+    def __init__(self, path: Path, on_event: Callable[[HookEvent], None],
+                 spec: HookSpec | Mapping[str, Any], *, max_bytes: int = MAX_PAYLOAD,
+                 read_timeout: float = READ_TIMEOUT) -> None:
         self.path = path
         self.on_event = on_event
-        self.spec = spec
+        # the rules, or the profile's [reports] table to read them from
+        self.spec = spec if isinstance(spec, HookSpec) else HookSpec.from_reports(spec, str(path))
         self.max_bytes = max_bytes
         self.read_timeout = read_timeout
         self.side_threads: set[str] = set()
+        self.agent_threads: set[str] = set()
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -313,11 +320,11 @@ class HookChannel:
         os.chmod(self.path, 0o600)
         self._inode = self.path.stat().st_ino
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Stop listening and remove the socket (only if it is still ours)."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for task in list(self._tasks):
             task.cancel()
         try:
@@ -326,6 +333,8 @@ class HookChannel:
         except FileNotFoundError:
             pass
         self._inode = None
+        if server is not None:
+            await server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -378,15 +387,21 @@ class HookChannel:
             log.exception("hook event handler failed on %s", event.kind)
 
     def _classify(self, event: HookEvent) -> HookEvent:
-        """A side thread's events (Codex's title turn) are ``other``, never a turn end."""
-        side = event.thread is not None and event.thread in self.side_threads
-        if not side and self.spec.is_side(event.raw):
+        """A side thread's events (Codex's title turn) are ``other``, never a turn end.
+
+        A thread that has had one of the agent's own events is never taken for a
+        side thread later (a reply that happens to look like a title stays a reply).
+        """
+        thread = event.thread
+        side = thread is not None and thread in self.side_threads
+        if not side and thread not in self.agent_threads and self.spec.is_side(event.raw):
             side = True
-            if event.thread is not None:
-                self.side_threads.add(event.thread)
-                log.info("thread %s is a side thread of the CLI (not the agent's turns)",
-                         event.thread)
+            if thread is not None:
+                self.side_threads.add(thread)
+                log.info("thread %s is a side thread of the CLI (not the agent's turns)", thread)
         if not side:
+            if thread is not None:
+                self.agent_threads.add(thread)
             return event
         return HookEvent("other", label=event.label, thread=event.thread,
                          detail="side thread", raw=event.raw)

@@ -17,6 +17,7 @@ from cspd import __version__, paths
 from cspd.errors import CspError
 from cspd.protocol import check_name
 
+from .command import locate
 from .link import NameTaken
 from .profiles import apply_to_command, load_profile, match_profile
 from .sidecar import Options, Sidecar
@@ -113,7 +114,8 @@ def cli(name: str, profile_name: str | None, room: str | None, cwd: str | None,
         sys.exit(EXIT_USAGE)
     _setup_logging(name, verbose)
     if not profile_name and matched is None:
-        click.echo(f"csp-sidecar: no profile knows {command[0]!r}: the agent runs, but no "
+        program = locate(list(command)).name or command[0]
+        click.echo(f"csp-sidecar: no profile knows {program!r}: the agent runs, but no "
                    "message is typed into it until you name a profile (--profile NAME)",
                    err=True)
     options = Options(name=name, profile=profile, command=list(command), room=room, cwd=cwd,

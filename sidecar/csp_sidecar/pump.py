@@ -13,6 +13,7 @@ the message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import select
@@ -52,22 +53,16 @@ class Pump:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.child_fd, self._on_child_output)
-        try:
+        # no usable stdin (closed): the agent runs without a human
+        with contextlib.suppress(OSError, ValueError):
             loop.add_reader(STDIN, self._on_stdin)
-        except (OSError, ValueError):
-            pass  # no usable stdin (closed): the agent runs without a human
 
     def stop(self) -> None:
         loop = asyncio.get_running_loop()
-        for remove in (loop.remove_reader, loop.remove_writer):
-            try:
-                remove(self.child_fd)
-            except (OSError, ValueError):
-                pass
-        try:
-            loop.remove_reader(STDIN)
-        except (OSError, ValueError):
-            pass
+        for remove, fd in ((loop.remove_reader, self.child_fd),
+                           (loop.remove_writer, self.child_fd), (loop.remove_reader, STDIN)):
+            with contextlib.suppress(OSError, ValueError):
+                remove(fd)
 
     # -- to the agent --------------------------------------------------------
 

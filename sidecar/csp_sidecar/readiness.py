@@ -11,12 +11,17 @@ Two sources, the better one winning:
 
 Either way, nothing is typed before the CLI has been ready for input once:
 a CLI flushes its input when it switches its terminal to raw mode at start,
-so a message typed before then is lost.
+so a message typed before then is lost.  Ready the first time means its
+prompt on screen (a profile with prompt patterns), else bracketed paste
+turned on, else the terminal already in raw mode (the program switched, and
+flushed), else, for a program reading lines, something printed; each after the
+output has been quiet for the profile's time.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from .profiles import Profile
 from .screen import ScreenModel
@@ -35,9 +40,14 @@ TURN_IDLE, TURN_BUSY, TURN_WAITING = "idle", "busy", "waiting"
 
 
 class Readiness:
-    def __init__(self, profile: Profile, screen: ScreenModel, *, reported: bool) -> None:
+    def __init__(self, profile: Profile, screen: ScreenModel, *, reported: bool,
+                 keys_mode: Callable[[], str] = lambda: "unknown") -> None:
         self.profile = profile
         self.screen = screen
+        # how the terminal delivers keys now: "keys" (the program reads them one by one,
+        # it is at its input), "lines" (the terminal's line editing), or "unknown"
+        self.keys_mode = keys_mode
+        self.output_seen = False
         # the CLI reports its turns (hooks): its word beats the screen's look
         self.reported = reported
         self.turn = TURN_IDLE
@@ -51,6 +61,7 @@ class Readiness:
 
     def note_output(self) -> None:
         self.last_output = time.monotonic()
+        self.output_seen = True
 
     def note_submit(self) -> None:
         """Something was submitted: the agent should react before it counts as ready."""
@@ -103,8 +114,13 @@ class Readiness:
             return False
         if self.profile.prompt_patterns:
             ok = self.screen_idle()
-        else:  # no prompt to look for: it must have asked for keys (bracketed paste)
-            ok = self.screen.bracketed_paste
+        elif self.screen.bracketed_paste:
+            ok = True  # it asked for pastes: it reads its input
+        else:
+            # no prompt to look for: it must read keys itself (raw mode: it switched
+            # already, flushing what came before), or read lines and have said something
+            mode = self.keys_mode()
+            ok = mode == "keys" or (mode == "lines" and self.output_seen)
         self.started = ok
         return ok
 

@@ -42,6 +42,7 @@ _ALTERNATE = frozenset((1049, 1047, 47))  # private modes that switch to the alt
 # made of, and what the fast path in ScreenModel._drain turns into rows without pyte
 _PLAIN_RUN = re.compile(r"(?:(?:[^\x00-\x1f\x7f-\x9f]|\x1b\[[0-9;]*m)*\r\n)+")
 _SGR = re.compile(r"\x1b\[[0-9;]*m")
+_SGR_RESET = re.compile(r"\x1b\[0*m")
 _SGR_CONCEAL = re.compile(r"\x1b\[(?:[0-9;]*;)?0*8(?:;[0-9;]*)?m")  # may set SGR 8 (conceal)
 
 # characters known to take exactly one cell (pyte's own width function decides)
@@ -149,7 +150,7 @@ class _Saved:
     cursor: Any  # pyte.screens.Cursor, restored on the way back for ?1049
 
 
-class CaptureScreen(pyte.Screen):  # type: ignore[misc]
+class CaptureScreen(pyte.Screen):
     """A pyte screen that keeps what capture needs (see the module's docstring).
 
     It also draws runs of one-cell characters faster than pyte does (no per-character
@@ -189,8 +190,9 @@ class CaptureScreen(pyte.Screen):  # type: ignore[misc]
     def rows_from(self, start: int) -> tuple[int, list[Row]]:
         """Rows from absolute row ``start`` (or the oldest kept) to the bottom of the screen."""
         start = max(start, self.history_start)
+        total = self.scrolled_total
         kept = self.history[start - self.history_start:]
-        return start, kept + [self.row(y) for y in range(self.lines)]
+        return start, kept + [self.row(y) for y in range(max(0, start - total), self.lines)]
 
     def _push_history(self, rows: list[Row]) -> None:
         self.history.extend(rows)
@@ -397,7 +399,7 @@ class CaptureScreen(pyte.Screen):  # type: ignore[misc]
                 cells.append([])
             if y == cursor.y:
                 cursor_line, cursor_offset = len(cells) - 1, len(cells[-1]) + cursor.x
-            row = buffer.get(y) if isinstance(buffer, dict) else None
+            row = buffer.get(y)
             width = self.columns if y + 1 < self.lines and wrapped[y + 1] else (
                 max(row) + 1 if row else 0)
             cells[-1].extend(row.get(x, self.default_char) if row else self.default_char
@@ -430,8 +432,6 @@ class CaptureScreen(pyte.Screen):  # type: ignore[misc]
             if row:
                 new[y].update(enumerate(row))
         marks += [False] * (lines - len(marks))
-        if marks:
-            marks[0] = marks[0] and push == 0 and first_wrapped
         cursor.y, cursor.x = min(cursor_row - push, lines - 1), min(cursor_x, columns)
         return new, marks, pushed
 
@@ -447,17 +447,15 @@ class CaptureScreen(pyte.Screen):  # type: ignore[misc]
                 and mo.LNM not in self.mode
                 and (self.g1_charset if self.charset else self.g0_charset) is LAT1_MAP)
 
-    def print_rows(self, rows: list[str]) -> None:
-        """As drawing ``rows`` (each fitting the width) at a fresh bottom and scrolling.
+    def print_rows(self, rows: list[tuple[str, bool]]) -> None:
+        """As drawing ``rows`` (text fitting the width, wrapped?) at a fresh bottom.
 
         At least ``lines`` rows: every row on screen before, and all but the last
         ``lines - 1`` new ones, scroll off; those stay, drawn in the cursor's style.
-        ``rows[i]`` continues ``rows[i - 1]`` when it starts with a NUL (then dropped).
         """
         keep = self.lines - 1
         old = [self.row(y) for y in range(keep)]
-        new = [Row(r[1:], True, self.columns) if r[:1] == "\0" else Row(r, False, self.columns)
-               for r in rows]
+        new = [Row(text, wrapped, self.columns) for text, wrapped in rows]
         self._push_history(old + new[:len(new) - keep])
         self.buffer = self._new_buffer()
         cells = self._style_cells(self.cursor.attrs)
@@ -542,7 +540,10 @@ class ScreenModel:
         while pos < len(text):
             if self.stream._taking_plain_text and screen.at_fresh_bottom():
                 run = _PLAIN_RUN.match(text, pos)
-                if run is not None and self._print_plain(run.group()):
+                if run is not None:
+                    done = self._print_plain(run.group())
+                    if not done:  # too short, or not plain after all: pyte draws it
+                        self.stream.feed(run.group())
                     pos = run.end()
                     continue
             newline = text.find("\n", pos)
@@ -555,20 +556,25 @@ class ScreenModel:
         screen = self._screen
         if _SGR_CONCEAL.search(run):
             return False
-        columns, rows, styles = screen.columns, [], []
+        columns = screen.columns
+        rows: list[tuple[str, bool]] = []
+        styles: list[str] = []
         for line in run.split("\r\n")[:-1]:
-            text = _SGR.sub("", line) if "\x1b" in line else line
-            if len(text) != len(line):
-                styles.append("".join(_SGR.findall(line)))
-            if not _all_narrow(text) and text:
+            text = line
+            if "\x1b" in line:
+                text = _SGR.sub("", line)
+                styles.extend(_SGR.findall(line))
+            if text and not _all_narrow(text):
                 return False
-            rows.append(text[:columns])
-            rows.extend("\0" + text[i:i + columns] for i in range(columns, len(text), columns))
+            rows.append((text[:columns], False))
+            rows.extend((text[i:i + columns], True) for i in range(columns, len(text), columns))
         if len(rows) < screen.lines:
             return False
         screen.print_rows(rows)
-        if styles:  # the colours in force after these lines
-            self.stream.feed("".join(styles))
+        if styles:  # the colours in force after these lines: from the last reset on
+            last_reset = max((i for i, sgr in enumerate(styles) if _SGR_RESET.match(sgr)),
+                             default=0)
+            self.stream.feed("".join(styles[last_reset:]))
         return True
 
     def _scan_modes(self, data: bytes) -> None:

@@ -21,22 +21,22 @@ import contextlib
 import logging
 import os
 import signal
+import termios
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from cspd import paths
 from cspd.client import AGENT_ENV, GATEWAY_ENV, ROOM_ENV, gateway_address
 from cspd.protocol import Message, now_iso
 
 from .agent_process import AgentProcess
 from .capture import Capture
-from .command import locate_program, program_name
+from .command import locate_program
 from .control import ChangeListener
 from .delivery import Delivery, Facts
 from .foreground import ForegroundCheck
-from .hooks import HOOK_SOCKET_ENV, HookChannel, HookEvent
+from .hooks import HookChannel, HookEvent, socket_path
 from .injection import Keystrokes
 from .journal import Journal, journal_path
 from .keys import LineTracker
@@ -93,7 +93,8 @@ class Sidecar:
         if p.reports and not self.reported:
             log.warning("cannot wire %s's turn reports through %r: reading its screen",
                         p.name, self.command[0] if self.command else "")
-        self.readiness = Readiness(p, self.screen, reported=self.reported)
+        self.readiness = Readiness(p, self.screen, reported=self.reported,
+                                   keys_mode=self._keys_mode)
         # replies come from the CLI's reports where it has them, else from the screen
         self.capture = Capture(p) if p.capture and not self.reported else None
         self.link = GatewayLink(
@@ -146,7 +147,7 @@ class Sidecar:
             return "exited"
         if self.paused:
             return "paused"
-        if not self.readiness.started:
+        if not self.readiness.check_started(self.profile_obj.quiet_ms / 1000):
             return "starting"
         if self.readiness.waiting_for_human():
             return "waiting"
@@ -233,6 +234,16 @@ class Sidecar:
             return (f"no profile knows {program!r}: nothing is typed in until one is named "
                     "(csp-sidecar --profile NAME)")
         return None
+
+    def _keys_mode(self) -> str:
+        """Does the agent's terminal hand it keys (raw) or lines (canonical mode)?"""
+        if self.child is None:
+            return "unknown"
+        try:
+            lflag = termios.tcgetattr(self.child.fd)[3]
+        except (termios.error, OSError):
+            return "unknown"
+        return "lines" if lflag & termios.ICANON else "keys"
 
     def _foreground(self) -> str | None:
         if self.foreground is None or self.child is None or self._done.is_set():
@@ -365,30 +376,28 @@ class Sidecar:
         env[GATEWAY_ENV] = self.options.gateway or gateway_address()
         if wiring is not None:
             env.update(wiring.env)
-        if self.hooks is not None:
-            env[HOOK_SOCKET_ENV] = str(self.hooks.path)
         return env
 
     def child_command(self, wiring: Wiring | None) -> list[str]:
         command = apply_to_command(self.profile_obj, self.command)
-        if wiring is not None and wiring.args:
-            at = locate_program(command)
-            assert at is not None  # apply_to_command raised for a hidden program
-            command = command[:at + 1] + wiring.args + command[at + 1:]
+        at = locate_program(command)
+        if wiring is not None and at is not None:
+            command = wiring.apply(command, at=at)
         return command
 
     async def _wire(self) -> Wiring | None:
-        """Ask the CLI to report its turns, for this run only."""
+        """Ask the CLI to report its turns, for this run only (never in the user's files)."""
         if not self.reported:
             return None
-        folder = paths.ensure_private_dir(paths.runtime_dir() / "hooks")
-        self.hooks = HookChannel(folder / f"{self.name}.sock", self._on_report,
-                                 self.profile_obj.reports)
-        await self.hooks.start()
-        env = {**os.environ, **self.options.env}
+        env = apply_to_env(self.profile_obj, {**os.environ, **self.options.env})
         wiring = wire(self.profile_obj, RunFacts(
-            agent=self.name, hook_socket=self.hooks.path, session=self.session, env=env,
-            cwd=self.options.cwd or os.getcwd()))
+            agent=self.name, hook_socket=socket_path(self.name), env=env,
+            command=self.command, cwd=self.options.cwd or os.getcwd(), session=self.session))
+        for note in wiring.notes:
+            log.info("wiring: %s", note)
+        if wiring.hooks is not None:
+            self.hooks = HookChannel(socket_path(self.name), self._on_report, wiring.hooks)
+            await self.hooks.start()
         if wiring.transcript is not None:
             self.transcript = TranscriptFollower(wiring.transcript, self._on_report)
             await self.transcript.start()
@@ -399,11 +408,9 @@ class Sidecar:
         self.child = AgentProcess(command, cwd=self.options.cwd, env=self.child_env(wiring),
                                   size=get_size(STDIN))
         self.link.pid = self.child.pid
-        at = locate_program(command)
-        expected = set(self.profile_obj.commands)
-        if at is not None:
-            expected.add(program_name(command[at]))
-        self.foreground = ForegroundCheck(self.child.pid, expected)
+        self.foreground = ForegroundCheck.for_agent(
+            self.child.pid, self.command, self.profile_obj,
+            profile_named=self.options.profile_known)
 
     def _child_closed(self) -> None:
         self._done.set()
@@ -455,6 +462,8 @@ class Sidecar:
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.close()
+        if self.wiring is not None:
+            self.wiring.cleanup()
 
     def _on_winch(self) -> None:
         rows, cols = get_size(STDIN)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .control import ChangeListener
@@ -22,7 +22,7 @@ log = logging.getLogger("csp_sidecar.state")
 
 
 class StatePublisher:
-    def __init__(self, name: str, report: Callable[..., Awaitable[None]]) -> None:
+    def __init__(self, name: str, report: Callable[..., Coroutine[Any, Any, None]]) -> None:
         self.name = name
         self.title = PaneTitle()
         self._report = report

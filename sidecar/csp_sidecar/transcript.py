@@ -13,7 +13,8 @@ directory the glob can lead through, from the nearest one that exists, so a file
 on the file's directory, whose watch reports each append.  The fd is an asyncio
 reader.  Where inotify is unavailable it polls, slowly, and says so in the log.
 
-What it reports (``HookEvent``): a prompt record is ``prompt``; a reply record
+What it reports (``HookEvent``): a prompt record with text is ``prompt`` (Gemini
+also writes a tool's result as a "user" record, without text: not a prompt); a reply record
 with text is ``turn_end`` once the file has been quiet for ``settle_ms`` (or at
 once when the next prompt arrives).  A transcript has no "turn over" record,
 and a turn can have several replies (text, a tool call, more text): a reply
@@ -202,6 +203,18 @@ class TranscriptFollower:
         self._settle: asyncio.TimerHandle | None = None
         self._closed = False
 
+    @property
+    def mode(self) -> str:
+        """``inotify``, ``poll``, or ``stopped``: how the file is being followed."""
+        if self._closed or self._loop is None:
+            return "stopped"
+        return "inotify" if self._inotify is not None else "poll"
+
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file (as it is now) the follower has read."""
+        return self._offset
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
@@ -222,7 +235,7 @@ class TranscriptFollower:
             self._schedule_poll()
         self._scan()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Stop following; a reply still settling is reported first (it was the last)."""
         if self._closed:
             return
@@ -374,9 +387,11 @@ class TranscriptFollower:
             if rid in self._seen_ids:
                 return
             self._seen_ids.add(rid)
-        self._flush()  # a new prompt: the last turn's reply is final
         text = next((t for f in self.spec.prompt_fields
                      if (t := record_text(record.get(f))) is not None), None)
+        if text is None:
+            return  # no text: a tool's result handed back to the model, the turn goes on
+        self._flush()  # a new prompt: the last turn's reply is final
         self._emit(HookEvent("prompt", label=str(record.get(self.spec.type_field)),
                              prompt=text, thread=self.spec.session, raw=record))
 

@@ -41,7 +41,7 @@ import sys
 import tomllib
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +74,15 @@ class RunFacts:
     where the CLI keeps its files); ``command`` the user's command, program
     first (flags the user gave are respected: see ``Wiring.apply``); ``cwd``
     where the agent runs (a relative ``--settings`` path is read from there);
-    ``private_dir`` where a file of ours may go (default: the socket's directory).
+    ``private_dir`` where a file of ours may go (default: the socket's directory);
+    ``session``: the session id a CLI is given (``transcript`` kind).
     """
 
     agent: str
-    socket: Path
+    hook_socket: Path
     env: Mapping[str, str]
     command: Sequence[str] = ()
-    cwd: Path | None = None
+    cwd: Path | str | None = None
     session: str = field(default_factory=lambda: str(uuid.uuid4()))
     hook_argv: tuple[str, ...] = field(default_factory=hook_argv)
     private_dir: Path | None = None
@@ -115,20 +116,18 @@ class Wiring:
         """Does this run report its turns (else the screen is all there is)?"""
         return self.hooks is not None or self.transcript is not None
 
-    def apply(self, command: Sequence[str]) -> list[str]:
-        """The command with our arguments after the program, minus the user's
-        options that ours take over (their values are merged or chained in ours)."""
-        if not command:
+    def apply(self, command: Sequence[str], at: int = 0) -> list[str]:
+        """The command with our arguments right after the program (``command[at]``),
+        minus the user's options that ours take over (their values are merged or
+        chained into ours: a second ``--settings`` would replace ours)."""
+        if len(command) <= at:
             return list(command)
-        rest = _without(list(command[1:]), self.takes)
-        return [command[0], *self.args, *rest]
+        rest = _without(list(command[at + 1:]), self.takes)
+        return [*command[:at + 1], *self.args, *rest]
 
     def cleanup(self) -> None:
         for path in self.files:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+            path.unlink(missing_ok=True)
 
 
 def wire(profile: Profile, run: RunFacts) -> Wiring:
@@ -138,20 +137,43 @@ def wire(profile: Profile, run: RunFacts) -> Wiring:
     kind = reports.get("kind")
     if not reports or kind in (None, "", "none"):
         return Wiring()
+    _check_keys(reports, str(kind), source)
     if kind == "settings_hooks":
         wiring = _settings_hooks(reports, run, source)
     elif kind == "notify":
         wiring = _notify(reports, run, source)
-    elif kind == "transcript":
-        wiring = _transcript(reports, run, source)
     else:
-        raise ConfigError(f"{source}: 'kind' must be one of {', '.join(KINDS)}, not {kind!r}")
+        wiring = _transcript(reports, run, source)
     for note in wiring.notes:
         log.info("%s: %s", profile.name, note)
     return wiring
 
 
 # -- helpers -----------------------------------------------------------------------
+
+# read by the sidecar: share_tools (post "tool" events to the room); confirm = "report"
+# (a typed message is acknowledged when the CLI reports it as a prompt, else on submit)
+_COMMON = {"kind", "base_env", "base_default", "share_tools", "confirm"}
+_HOOK_KEYS = {"events", "label_field", "side_threads", "tool_summary_keys"}
+_KEYS = {
+    "settings_hooks": _COMMON | _HOOK_KEYS | {"settings_flag", "payload", "hook_timeout"},
+    "notify": _COMMON | _HOOK_KEYS | {"config_flag", "config_flags", "config_key",
+                                      "config_file", "label"},
+    "transcript": _COMMON | set(TranscriptSpec.__dataclass_fields__)
+    - {"pattern", "session", "poll_interval"}
+    | {"session_flag", "conflicting_flags", "transcript"},
+}
+
+
+def _check_keys(reports: Mapping[str, Any], kind: str, source: str) -> None:
+    """A misspelt key is an error, not a silently ignored setting."""
+    known = _KEYS.get(kind)
+    if known is None:
+        raise ConfigError(f"{source}: 'kind' must be one of {', '.join(KINDS)}, not {kind!r}")
+    unknown = sorted(set(reports) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{unknown[0]}' for kind {kind!r}")
+
 
 
 def _get(reports: Mapping[str, Any], key: str, source: str, default: str | None = None) -> str:
@@ -200,63 +222,62 @@ def _format(template: str, values: Mapping[str, str], source: str) -> str:
                           "(known: {home}, {base}, {session}, {agent})") from None
 
 
+def _match(flag: str, word: str, following: str | None) -> tuple[int, str | None]:
+    """(words used, value) when ``word`` gives ``flag`` a value, else (0, None).
+
+    Forms: ``--flag V``, ``--flag=V``, ``-f V``, ``-fV``.
+    """
+    if word == flag:
+        return (2, following) if following is not None else (0, None)
+    if flag.startswith("--") and word.startswith(flag + "="):
+        return 1, word[len(flag) + 1:]
+    if len(flag) == 2 and flag[0] == "-" and flag[1] != "-" and word.startswith(flag):
+        return 1, word[2:]
+    return 0, None
+
+
 def _option_values(args: Sequence[str], flags: Sequence[str]) -> list[str]:
-    """Every value given to one of ``flags`` (``-f V``, ``--flag V``, ``--flag=V``, ``-fV``)."""
+    """Every value given to one of ``flags`` in ``args`` (up to a ``--``)."""
     out = []
     i = 0
-    while i < len(args):
-        word = args[i]
-        if word == "--":
-            break
+    while i < len(args) and args[i] != "--":
+        following = args[i + 1] if i + 1 < len(args) else None
+        used = 1
         for flag in flags:
-            if word == flag and i + 1 < len(args):
-                out.append(args[i + 1])
-                i += 1
+            n, value = _match(flag, args[i], following)
+            if n and value is not None:
+                out.append(value)
+                used = n
                 break
-            if word.startswith(flag + "=") and flag.startswith("--"):
-                out.append(word[len(flag) + 1:])
-                break
-            if len(flag) == 2 and not flag.startswith("--") and word.startswith(flag) \
-                    and len(word) > 2:
-                out.append(word[2:])
-                break
-        i += 1
+        i += used
     return out
 
 
 def _without(args: list[str], takes: Sequence[Taken]) -> list[str]:
-    """``args`` minus each option ``takes`` names (flag and value)."""
+    """``args`` minus each option ``takes`` names (flag and value), up to a ``--``."""
     out: list[str] = []
     i = 0
     while i < len(args):
-        word = args[i]
-        if word == "--":
+        if args[i] == "--":
             return out + args[i:]
+        following = args[i + 1] if i + 1 < len(args) else None
         skip = 0
         for taken in takes:
             for flag in taken.flags:
-                if word == flag and i + 1 < len(args) and args[i + 1].startswith(taken.prefix):
-                    skip = 2
-                elif (word.startswith(flag + "=") and flag.startswith("--")
-                      and word[len(flag) + 1:].startswith(taken.prefix)):
-                    skip = 1
-                elif (len(flag) == 2 and not flag.startswith("--") and word.startswith(flag)
-                      and len(word) > 2 and word[2:].startswith(taken.prefix)):
-                    skip = 1
-                if skip:
+                n, value = _match(flag, args[i], following)
+                if n and value is not None and value.startswith(taken.prefix):
+                    skip = n
                     break
             if skip:
                 break
-        if skip:
-            i += skip
-            continue
-        out.append(word)
-        i += 1
+        if not skip:
+            out.append(args[i])
+        i += skip or 1
     return out
 
 
 def _private_file(run: RunFacts, name: str, text: str) -> Path:
-    folder = paths.ensure_private_dir(run.private_dir or run.socket.parent)
+    folder = paths.ensure_private_dir(run.private_dir or run.hook_socket.parent)
     path = folder / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -276,7 +297,7 @@ def _settings_hooks(reports: Mapping[str, Any], run: RunFacts, source: str) -> W
     if mode not in ("stdin", "argv") or type(default_timeout) is not int:
         raise ConfigError(f"{source}: 'payload' must be stdin or argv, 'hook_timeout' an int")
     ours = claude_hooks(spec, run.hook_argv, f"--{mode}", default_timeout)
-    env = {SOCKET_ENV: str(run.socket)}
+    env = {SOCKET_ENV: str(run.hook_socket)}
     users = _option_values(list(run.command[1:]), [flag])
     if not users:
         return Wiring(args=[flag, json.dumps({"hooks": ours}, ensure_ascii=False)], env=env,
@@ -309,7 +330,7 @@ def claude_hooks(spec: HookSpec, argv: Sequence[str], mode: str,
     return hooks
 
 
-def _read_settings(value: str, cwd: Path | None) -> dict[str, Any]:
+def _read_settings(value: str, cwd: Path | str | None) -> dict[str, Any]:
     text = value if value.lstrip().startswith("{") else \
         Path(cwd or ".", value).expanduser().read_text(encoding="utf-8")
     settings = json.loads(text)
@@ -345,7 +366,7 @@ def _notify(reports: Mapping[str, Any], run: RunFacts, source: str) -> Wiring:
         argv += ["--then", *user]
         notes.append(f"csp's {key} chains to yours: {shlex.join(user)}")
     return Wiring(args=[flag, f"{key}={toml_array(argv)}"],
-                  env={SOCKET_ENV: str(run.socket)}, hooks=spec,
+                  env={SOCKET_ENV: str(run.hook_socket)}, hooks=spec,
                   takes=(Taken(flags, f"{key}="),), notes=notes)
 
 
@@ -399,8 +420,7 @@ def _transcript(reports: Mapping[str, Any], run: RunFacts, source: str) -> Wirin
                              "writes, so turns are read off the screen"])
     given = _option_values(user_args, [flag])
     session = given[-1] if given else run.session
-    facts = RunFacts(run.agent, run.socket, run.env, run.command, run.cwd, session,
-                     run.hook_argv, run.private_dir)
+    facts = replace(run, session=session)
     spec = transcript_spec(reports, facts, source)
     args = [] if given else [flag, session]
     return Wiring(args=args, transcript=spec,

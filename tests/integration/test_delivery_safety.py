@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from tests.integration.test_sidecar import (
     agent_state,
     fake_cli,
     history,
+    prompts,
     received,
     sidecar_cmd,
     start_fake,
@@ -156,17 +156,20 @@ def test_ten_restarts_with_messages_queued_deliver_each_once_in_order(
             body = f"msg-{round_:02d}-{k}"
             assert csp_env.cspctl("send", "@fa", body).returncode == 0
             sent.append(body)
-        # kill the sidecar while messages are still queued or being answered
-        wait_for(lambda: any(sent[-3] in r for r in received(fake_log)) or round_ == 0,
+        # kill the sidecar with messages queued: on even rounds while the first is being
+        # typed in (pasted, not yet submitted), on odd ones once the CLI took it
+        first = sent[-3]
+        seen = received if round_ % 2 == 0 else prompts
+        wait_for(lambda: any(first in r for r in seen(fake_log)),  # noqa: B023
                  what="a delivery under way")
         os.kill(pane.pid, signal.SIGKILL)
         pane.dead_status()
         wait_for(lambda: not agent_state(csp_env, "fa").get("online"), what="fa offline")
-    pane = _restartable(csp_env, tmux, "fa")
-    typed = lambda: "".join(received(fake_log))  # noqa: E731
-    wait_for(lambda: all(b in typed() for b in sent), timeout=60, what="every message typed")
+    _restartable(csp_env, tmux, "fa")
+    taken = lambda: "\n".join(prompts(fake_log))  # noqa: E731
+    wait_for(lambda: all(b in taken() for b in sent), timeout=60, what="every message taken")
     wait_for(lambda: agent_state(csp_env, "fa").get("pending") == 0, what="all acknowledged")
-    text = typed()
+    text = taken()
     assert [text.count(b) for b in sent] == [1] * len(sent)  # once each
     assert sorted(sent, key=text.index) == sent  # in order
 
@@ -187,6 +190,7 @@ def test_killed_between_submit_and_ack_types_nothing_twice(
     _restartable(csp_env, tmux, "fa")
     wait_for(lambda: agent_state(csp_env, "fa").get("pending") == 0, what="the replay acked")
     assert "".join(received(fake_log)).count("only once please") == 1
+    assert prompts(fake_log) == ["[human → @fa] only once please"]
     # and the room hears that the turn on it was cut short
     wait_for(lambda: any("was not answered" in str(m["content"]) for m in history(csp_env)),
              what="the interruption reported")
@@ -217,9 +221,8 @@ def test_nothing_is_typed_before_the_cli_is_ready(csp_env: CspEnv, gateway: Gate
     assert csp_env.run(*SIDECAR, "--name", "late", "--", "true").returncode == 0
     assert csp_env.cspctl("send", "@late", "are you there").returncode == 0
     # ... which comes back with a CLI that takes 2 s to start (and flushes its input then)
-    slow = f"sleep 2; exec {shlex.join(fake_cli())}"
-    pane = tmux.new_pane(shlex.join([*SIDECAR, "--name", "late", "--profile", "claude",
-                                     "--", "sh", "-c", slow]))
+    csp_env.env["FAKECLI_START_DELAY"] = "2"
+    pane = tmux.new_pane(sidecar_cmd("late", *fake_cli(), profile="claude"))
     pane.wait_text("● reply: [human → @late] are you there")
     assert received(fake_log)[0].startswith("\x1b[200~")  # the first read was our paste
     wait_for(lambda: agent_state(csp_env, "late").get("pending") == 0, what="acknowledged")

@@ -35,7 +35,14 @@ def received(log: Path) -> list[str]:
     """What the fake CLI read, one entry per read() call."""
     if not log.exists():
         return []
-    return [json.loads(line)["data"] for line in log.read_text().splitlines()]
+    return [r["data"] for r in map(json.loads, log.read_text().splitlines()) if "data" in r]
+
+
+def prompts(log: Path) -> list[str]:
+    """The prompts the fake CLI took (submitted lines), in order."""
+    if not log.exists():
+        return []
+    return [r["prompt"] for r in map(json.loads, log.read_text().splitlines()) if "prompt" in r]
 
 
 def history(env: CspEnv) -> list[dict[str, object]]:
@@ -345,7 +352,8 @@ def test_urgent_skips_the_wait_for_quiet_but_not_a_half_typed_line(
     # the agent is busy for 8 s: an urgent message is typed in now all the same (the CLI
     # takes it as its next prompt, and confirms it then)
     assert csp_env.cspctl("send", "@fa", "!stop that").returncode == 0
-    wait_for(lambda: any("stop that" in r for r in received(fake_log)), timeout=6,
+    wait_for(lambda: (a := agent_state(csp_env, "fa")).get("queue") == 0
+             and a.get("pending") == 1, timeout=6,
              what="the urgent message typed in while the agent is busy")
     assert "● reply: a long task" not in pane.screen()  # it was still thinking
     pane.wait_text("● reply: [human → @fa] stop that", timeout=20)

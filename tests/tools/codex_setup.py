@@ -27,8 +27,12 @@ NUX_SEEN = 99
 
 
 def _toml_str(value: str) -> str:
-    """A TOML basic string: JSON's escaping is a subset TOML accepts."""
-    return json.dumps(value)
+    """A TOML basic string: JSON's escaping is one TOML accepts.
+
+    ``ensure_ascii=False`` because JSON writes characters beyond the BMP as
+    surrogate pairs (``\\ud83d...``), which TOML rejects.
+    """
+    return json.dumps(value, ensure_ascii=False)
 
 
 def config_toml(api_url: str, project: Path) -> str:
@@ -38,8 +42,15 @@ def config_toml(api_url: str, project: Path) -> str:
     - ``model_provider`` + ``[model_providers.*]``: the stand-in, over the
       Responses wire API, with the key read from ``KEY_ENV`` (no login screen).
     - ``[projects."<dir>"] trust_level``: skips the "trust this folder?" screen.
-    - ``[notice]``: the model-migration and warning screens count as seen.
+    - ``[notice]`` (with ``model_migrations``): the "Meet GPT-6 Sol" upgrade
+      screen and the warning screens count as answered.
+    - ``[tui]``: no startup tips, no model announcements (``model_availability_nux``),
+      and the screen-reader question counts as asked (Codex writes that key itself).
+    - ``[features]``: no model-change announcements; no app-server daemon that
+      would outlive the terminal (the same as ``--no-daemon``).
     - update check, analytics, feedback off: nothing may go to the network.
+    The only first-run item left is the footer's "⚠ 1 warning · f2 to view"
+    (no bubblewrap on PATH), which stops nothing.
     """
     migrations = "\n".join(f"{_toml_str(old)} = {_toml_str(new)}" for old, new in MIGRATIONS)
     nux = "\n".join(f"{_toml_str(model)} = {NUX_SEEN}" for model in NUX_MODELS)
@@ -81,6 +92,10 @@ screen_reader_detection_done = true
 [tui.model_availability_nux]
 {nux}
 
+[features]
+suppress_model_change_announcements = true
+daemon_auto_start = false
+
 [analytics]
 enabled = false
 
@@ -96,8 +111,9 @@ def codex_home(root: Path, api_url: str, project: Path) -> dict[str, str]:
     """Create HOME and CODEX_HOME under ``root``; return the env for the codex process.
 
     The returned mapping is meant to be laid over a minimal environment (PATH,
-    TERM, LANG): it sets HOME, CODEX_HOME, the XDG base directories and the API
-    key variable named in the config.
+    TERM, LANG): it sets HOME, CODEX_HOME, the XDG base directories, TMPDIR and
+    the API key variable named in the config.  Even ``codex --version`` writes
+    under ``$CODEX_HOME/tmp``, so every codex a test runs needs this environment.
     """
     home = root / "home"
     codex = home / ".codex"

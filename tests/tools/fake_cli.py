@@ -2,7 +2,8 @@
 
 It puts its terminal in raw mode, enables bracketed paste, draws a prompt
 (``❯ ``), and records every byte it receives to ``$FAKECLI_LOG`` (one JSON
-line per read, so tests can see exactly what arrived and in how many writes).
+line per read, so tests can see exactly what arrived and in how many writes;
+and one ``{"prompt": ...}`` line per submitted prompt).
 On Enter it "thinks" for ``$FAKECLI_THINK`` seconds (printing a spinner-like
 line), then answers with ``● reply: <what it was sent>`` and shows the prompt
 again.  Ctrl-C clears the line; Ctrl-D on an empty line exits with status 3.
@@ -13,7 +14,9 @@ prompt is submitted, ``Stop`` with ``{"last_assistant_message": ...}`` when
 its reply is drawn.  So the sidecar's claude profile, hooks and all, can be
 tested against it.  ``FAKECLI_NO_HOOKS=1`` makes it ignore them (a CLI whose
 hooks do not fire); ``FAKECLI_REPLY=long`` answers with the 46-line markdown
-reply of ``tests/tools/long_reply.py`` instead of echoing.
+reply of ``tests/tools/long_reply.py`` instead of echoing.  ``FAKECLI_START_DELAY``
+seconds pass before it takes its terminal (a slow-starting CLI, which flushes
+whatever was typed before it was ready).
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ def main() -> int:
     hooks = hooks_from_argv(sys.argv[1:])
     turn = 0
     fd = sys.stdin.fileno()
+    time.sleep(float(os.environ.get("FAKECLI_START_DELAY", "0")))
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd)  # TCSAFLUSH: what was typed before now is lost, as with real CLIs
     out = sys.stdout
     log = open(log_path, "a") if log_path else None  # noqa: SIM115
     try:
@@ -98,6 +102,9 @@ def main() -> int:
                         return 0
                     if line:
                         turn += 1
+                        if log:  # what it took as a prompt, apart from the raw reads
+                            log.write(json.dumps({"t": time.time(), "prompt": line}) + "\n")
+                            log.flush()
                         run_hooks(hooks, "UserPromptSubmit", {"prompt": line})
                         out.write("✻ Thinking… (esc to interrupt)\r")
                         out.flush()

@@ -2,33 +2,41 @@
 
 ``python -m tests.tools.fake_gemini --log FILE`` listens on 127.0.0.1 on a free
 port, prints ``port <N>`` once it serves, and appends every request it gets to
-FILE (one JSON line: method, path, query, a few headers, the body, and
-``kind``: what the stand-in took the request for), so a test can see exactly
-what the CLI sent.  Point Gemini CLI 0.61 at it with
-``GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:<N>`` and any ``GEMINI_API_KEY``
-(``tests.tools.gemini_setup.gemini_home`` does both).
+FILE (one JSON line: method, path, query, a few headers, the body, ``kind``:
+what the stand-in took the request for, and ``turn`` for the conversation's
+requests), so a test can see exactly what the CLI sent.  Point Gemini CLI 0.61
+at it with ``GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:<N>`` and any
+``GEMINI_API_KEY`` (``tests.tools.gemini_setup.gemini_home`` does both).
 
-The CLI speaks the public REST shape through @google/genai:
+Gemini CLI speaks the public REST shape through @google/genai:
 ``POST /v1beta/models/<model>:streamGenerateContent?alt=sse`` for the
-conversation, ``:generateContent`` for its side requests, ``:countTokens``,
-``GET /v1beta/models``.  The conversation (``kind`` ``main``) is answered with
-``tests.tools.long_reply.long_reply(prompt, turn)``: prompt = the last user
-text, turn = 1, 2, 3... counted over the distinct prompts of the conversation,
-so a retried request gets the same answer.  A prompt with a line
-``RUN: <command>`` is answered with a ``run_shell_command`` function call
-(``kind`` ``tool_call``), and the tool's result with
-``TOOL RESULT: <its first line>`` (``kind`` ``tool_result``).  A prompt
-containing ``take your time`` is answered slowly (``SLOW_SECONDS`` before the
-first chunk), so a test can watch the CLI busy.
+conversation, ``:generateContent`` for its side requests, and (in some
+versions and settings) ``:countTokens`` and ``GET /v1beta/models``.
 
-Side requests are answered so that the CLI carries on as it would against the
-real API: a request with a JSON schema (router/classifier, next-speaker check,
-loop detection...) gets a JSON value valid for that schema, with
-``next_speaker`` = ``user`` (the turn is over) and every confidence 0 (no
-loop); ``kind`` is ``json:<what>``.  Any other non-streamed request (session
-summaries, titles) gets a short plain text (``kind`` ``side_text``).  Anything
-unknown is logged and answered with an empty JSON object, so a new CLI version
-that calls something new shows up in the log instead of hanging.
+Kinds of request and their answers:
+
+- ``main``: a streamed request whose last user content is a prompt.  It gets a
+  thought part (thinking models stream one first; the CLI shows its bold
+  subject while busy and keeps it out of the reply), then
+  ``tests.tools.long_reply.long_reply(prompt, turn)`` a few lines per chunk;
+  prompt = the text the human typed, turn = 1, 2, 3... counting ``main`` and
+  ``tool_call`` requests.  A prompt containing ``take your time`` is answered
+  slowly (``SLOW_SECONDS`` before the first chunk), so a test can watch the
+  CLI busy; one containing ``answer with an error`` gets an HTTP 400.
+- ``tool_call``: a prompt with a line ``RUN: <command>`` is answered with a
+  ``run_shell_command`` function call (the CLI asks for permission unless the
+  command is read-only, such as ``echo``).
+- ``tool_result``: the request that carries the tool's output gets
+  ``TOOL RESULT: <its first line>`` in one chunk.
+- ``json:<what>``: a request with a JSON schema (the model router, the
+  next-speaker check, loop detection...) gets JSON valid for that schema, with
+  ``next_speaker`` = ``user`` (the turn is over), confidences 0 (no loop) and
+  scores 1 (simple task); the CLI then carries on as it would with the real API.
+- ``side_text``: any other non-streamed generate request (summaries, titles)
+  gets a short plain text.
+
+Anything else is logged and answered with an empty JSON object, so a new CLI
+version that calls something new shows up in the log instead of hanging.
 """
 
 from __future__ import annotations
@@ -47,23 +55,21 @@ from aiohttp import web
 from tests.tools.long_reply import long_reply
 
 LOG_KEY = web.AppKey("log", Path)
-PROMPTS_KEY = web.AppKey("prompts", list[str])
+TURNS_KEY = web.AppKey("turns", list[int])
 SLOW_MARK = "take your time"
+ERROR_MARK = "answer with an error"
 RUN_MARK = "RUN:"
-CONTEXT_MARK = "<session_context>"
 SLOW_SECONDS = 3.0
+# The part the CLI puts before the first prompt of a session (cwd, date, tree).
+CONTEXT_MARK = "<session_context>"
+LINES_PER_CHUNK = 5
+THOUGHT: dict[str, Any] = {"text": "**Weighing the request**\n\nI will answer in full.",
+                           "thought": True}
 MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite",
           "gemini-3-pro-preview", "gemini-3-flash-preview")
 _HEADERS = ("user-agent", "x-goog-api-key", "x-goog-api-client", "content-type")
-# Thinking models stream a thought part before the answer; the CLI shows its
-# bold subject while busy and must keep it out of the reply.
-THOUGHT: dict[str, Any] = {"text": "**Weighing the request**\n\nI will answer in full.",
-                           "thought": True}
-# Text the CLI itself puts in a user turn of a side request; such a turn is
-# never the human's prompt.
-_SIDE_PROMPTS = {
-    "next_speaker": "determine who should logically speak next",
-}
+# Words in the last user text of a JSON request that name the side request.
+_SIDE_PROMPTS = {"next_speaker": "who should logically speak next"}
 
 
 def _parts(content: Any) -> list[dict[str, Any]]:
@@ -85,10 +91,13 @@ def _user_contents(body: dict[str, Any]) -> list[Any]:
 
 
 def last_user_text(body: dict[str, Any]) -> str:
-    """What the human typed last: the first text part of the last user content
-    that is not a tool result, leaving out the ``<session_context>`` part the
-    CLI puts before the first prompt (and the file contents an ``@path``
-    reference adds after it)."""
+    """What the human typed last.
+
+    That is the first text part of the last user content that is not a tool
+    result: the CLI puts a ``<session_context>`` part before the first prompt
+    of a session (in the same content or its own), and an ``@path`` reference
+    adds the file's text after the prompt.
+    """
     for content in reversed(_user_contents(body)):
         if _is_function_response(content):
             continue
@@ -133,9 +142,10 @@ def _schema(body: dict[str, Any]) -> dict[str, Any] | None:
 def value_for(schema: Any, name: str = "") -> Any:
     """A JSON value valid for ``schema`` that keeps the CLI on its normal path.
 
-    ``next_speaker`` is ``user`` (the model has finished: no extra "continue"
-    turn), any confidence or number is 0 (no loop detected), an enum takes its
-    first choice (the router's "flash").
+    ``next_speaker`` is ``user`` (the model has finished: no extra "Please
+    continue." turn), a confidence is 0 (no loop detected), any other number 1
+    (the router's complexity score must be 1-100), an enum takes its first
+    choice.  Types may be upper case (@google/genai's ``Type.OBJECT``).
     """
     if not isinstance(schema, dict):
         return None
@@ -152,15 +162,14 @@ def value_for(schema: Any, name: str = "") -> Any:
     if kind == "array":
         return []
     if kind in ("number", "integer"):
-        return 0
+        return 0 if "confidence" in name else max(1, int(schema.get("minimum", 1)))
     if kind == "boolean":
         return False
     return f"stand-in {name or 'text'}"
 
 
 def classify(body: dict[str, Any], streamed: bool) -> str:
-    """What a generate request is: ``main``, ``tool_call``, ``tool_result``,
-    ``json:<name>`` or ``side_text``."""
+    """What a generate request is (see the module docstring for the kinds)."""
     schema = _schema(body)
     if schema is not None:
         props = schema.get("properties")
@@ -169,7 +178,9 @@ def classify(body: dict[str, Any], streamed: bool) -> str:
         for name, mark in _SIDE_PROMPTS.items():
             if mark in text:
                 return f"json:{name}"
-        if "model_choice" in keys:
+        if "next_speaker" in keys:
+            return "json:next_speaker"
+        if "model_choice" in keys or any("complexity" in key for key in keys):
             return "json:router"
         if any("unproductive" in key or "loop" in key for key in keys):
             return "json:loop_detection"
@@ -178,25 +189,12 @@ def classify(body: dict[str, Any], streamed: bool) -> str:
         return "tool_result"
     if not streamed:
         return "side_text"
-    for line in last_user_text(body).splitlines():
-        if RUN_MARK in line:
-            return "tool_call"
+    if any(RUN_MARK in line for line in last_user_text(body).splitlines()):
+        return "tool_call"
     return "main"
 
 
-def _turn(app: web.Application, prompt: str) -> int:
-    """Number of ``prompt`` among the conversation's prompts (1, 2, 3...).
-
-    A prompt seen before (the CLI retrying the same request) keeps its number.
-    """
-    prompts = app[PROMPTS_KEY]
-    if not prompts or prompts[-1] != prompt:
-        prompts.append(prompt)
-    return len(prompts)
-
-
-def answer_parts(app: web.Application, body: dict[str, Any],
-                 kind: str) -> list[dict[str, Any]]:
+def answer_parts(body: dict[str, Any], kind: str, turn: int) -> list[dict[str, Any]]:
     """The model's parts for one request of the given ``kind``."""
     if kind.startswith("json:"):
         return [{"text": json.dumps(value_for(_schema(body)))}]
@@ -211,11 +209,10 @@ def answer_parts(app: web.Application, body: dict[str, Any],
     if kind == "tool_call":
         command = next(line.split(RUN_MARK, 1)[1].strip()
                        for line in prompt.splitlines() if RUN_MARK in line)
-        _turn(app, prompt)
-        return [THOUGHT, {"functionCall": {"name": "run_shell_command",
-                                           "args": {"command": command,
-                                                    "description": "Run the requested command"}}}]
-    return [THOUGHT, {"text": long_reply(prompt, _turn(app, prompt))}]
+        call = {"name": "run_shell_command",
+                "args": {"command": command, "description": "Run the requested command"}}
+        return [THOUGHT, {"functionCall": call}]
+    return [THOUGHT, {"text": long_reply(prompt, turn)}]
 
 
 def _usage(body: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, int]:
@@ -227,6 +224,7 @@ def _usage(body: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, int]:
 
 def _response(body: dict[str, Any], model: str, parts: list[dict[str, Any]],
               finish: str | None, usage: bool) -> dict[str, Any]:
+    """One GenerateContentResponse (a whole answer, or one chunk of a stream)."""
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
     if finish:
         candidate["finishReason"] = finish
@@ -237,8 +235,9 @@ def _response(body: dict[str, Any], model: str, parts: list[dict[str, Any]],
     return out
 
 
-def _chunks(parts: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """The parts split as the real API streams them: text a few lines at a time."""
+def chunks(parts: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The parts split as the real API streams them: text a few lines at a time,
+    a thought or a function call in a chunk of its own."""
     out: list[list[dict[str, Any]]] = []
     for part in parts:
         text = part.get("text")
@@ -246,31 +245,27 @@ def _chunks(parts: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
             out.append([part])
             continue
         lines = text.split("\n")
-        for i in range(0, len(lines), 5):
-            piece = "\n".join(lines[i:i + 5]) + ("\n" if i + 5 < len(lines) else "")
-            out.append([{"text": piece}])
+        for i in range(0, len(lines), LINES_PER_CHUNK):
+            more = i + LINES_PER_CHUNK < len(lines)
+            out.append([{"text": "\n".join(lines[i:i + LINES_PER_CHUNK]) + ("\n" if more else "")}])
     return out or [[{"text": ""}]]
 
 
-async def _record(request: web.Request, kind: str | None = None) -> dict[str, Any]:
+async def _body(request: web.Request) -> Any:
     raw = await request.read()
     try:
-        body: Any = json.loads(raw) if raw else None
+        return json.loads(raw) if raw else None
     except ValueError:
-        body = raw.decode("utf-8", "replace")
-    parsed = body if isinstance(body, dict) else {}
-    if kind is None:
-        kind = "other"
-    elif kind == "generate":
-        kind = classify(parsed, ":streamGenerateContent" in request.path)
+        return raw.decode("utf-8", "replace")
+
+
+def _log(request: web.Request, body: Any, kind: str, **extra: Any) -> None:
     entry = {"t": time.time(), "method": request.method, "path": request.path,
-             "query": request.query_string, "kind": kind,
+             "query": request.query_string, "kind": kind, **extra,
              "headers": {k: request.headers[k] for k in _HEADERS if k in request.headers},
              "body": body}
     with request.app[LOG_KEY].open("a", encoding="utf-8") as log:
         log.write(json.dumps(entry) + "\n")
-    parsed["__kind"] = kind
-    return parsed
 
 
 def _sse(data: dict[str, Any]) -> bytes:
@@ -280,34 +275,43 @@ def _sse(data: dict[str, Any]) -> bytes:
 async def model_call(request: web.Request) -> web.StreamResponse:
     """``/<version>/models/<model>:<method>``: generate, stream, count, embed."""
     model, _, method = request.match_info["rest"].partition(":")
+    raw = await _body(request)
+    body: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if request.method == "GET" or not method:
-        await _record(request, "model_info")
+        _log(request, raw, "model_info")
         return web.json_response(_model_info(model))
     if method == "countTokens":
-        body = await _record(request, "count_tokens")
+        _log(request, raw, "count_tokens")
         return web.json_response({"totalTokens": max(1, len(json.dumps(body)) // 4)})
-    if method in ("embedContent", "batchEmbedContents"):
-        body = await _record(request, "embed")
-        count = len(body.get("requests") or [None])
-        return web.json_response({"embeddings": [{"values": [0.0] * 8}] * count,
-                                  "embedding": {"values": [0.0] * 8}})
     if method not in ("generateContent", "streamGenerateContent"):
-        await _record(request, "other")
+        _log(request, raw, "other")
         return web.json_response({})
-    body = await _record(request, "generate")
-    kind = str(body.pop("__kind"))
-    parts = answer_parts(request.app, body, kind)
+    kind = classify(body, method == "streamGenerateContent")
+    turn = 0
+    if kind in ("main", "tool_call"):
+        turns = request.app[TURNS_KEY]
+        turns[0] += 1
+        turn = turns[0]
+        _log(request, raw, kind, turn=turn)
+    else:
+        _log(request, raw, kind)
+    prompt = last_user_text(body) if turn else ""
+    if ERROR_MARK in prompt:
+        return web.json_response({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                                            "message": "Stand-in error, as asked."}},
+                                 status=400)
+    parts = answer_parts(body, kind, turn)
     if method == "generateContent":
         return web.json_response(_response(body, model, parts, "STOP", True))
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
-    if kind == "main" and SLOW_MARK in last_user_text(body):
+    if SLOW_MARK in prompt:
         await asyncio.sleep(SLOW_SECONDS)
-    chunks = _chunks(parts)
-    for index, chunk in enumerate(chunks):
-        last = index == len(chunks) - 1
-        await response.write(_sse(_response(body, model, chunk, "STOP" if last else None,
+    pieces = chunks(parts)
+    for index, piece in enumerate(pieces):
+        last = index == len(pieces) - 1
+        await response.write(_sse(_response(body, model, piece, "STOP" if last else None,
                                             last)))
         await asyncio.sleep(0.02)
     await response.write_eof()
@@ -322,19 +326,19 @@ def _model_info(model: str) -> dict[str, Any]:
 
 
 async def models(request: web.Request) -> web.Response:
-    await _record(request, "models")
+    _log(request, await _body(request), "models")
     return web.json_response({"models": [_model_info(m) for m in MODELS]})
 
 
 async def anything_else(request: web.Request) -> web.Response:
-    await _record(request, "other")
+    _log(request, await _body(request), "other")
     return web.json_response({})
 
 
 def make_app(log: Path) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[LOG_KEY] = log
-    app[PROMPTS_KEY] = []
+    app[TURNS_KEY] = [0]
     app.router.add_get("/{version}/models", models)
     app.router.add_route("*", "/{version}/models/{rest:.+}", model_call)
     app.router.add_route("*", "/{tail:.*}", anything_else)

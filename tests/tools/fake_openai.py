@@ -1,28 +1,34 @@
-"""A local stand-in for the OpenAI Responses API, so Codex answers offline.
+"""A local stand-in for the OpenAI Responses API, so the real Codex CLI answers offline.
 
 ``python -m tests.tools.fake_openai --log FILE`` listens on 127.0.0.1 on a free
 port, prints ``port <N>`` once it serves, and appends every request it gets to
-FILE (one JSON line: method, path, query, a few headers, the body, and ``kind``:
-``main``, ``side`` or ``unknown``), so a test can see exactly what Codex sent.
-Point Codex at it with a ``[model_providers.<x>]`` whose ``base_url`` is
-``http://127.0.0.1:<N>/v1`` and ``wire_api = "responses"`` (see
-``tests.tools.codex_setup``).
+FILE as one JSON line: ``kind`` (``main``, ``side``, ``models``, ``unknown``, or
+``dropped`` when Codex hung up mid-stream), ``source`` (Codex's
+``thread_source``: ``user``, ``thread_title``...), ``turn`` (main requests),
+``thread_id``/``turn_id`` (from Codex's turn metadata), then method, path,
+query, headers and body, so a test can see exactly what Codex sent.  Point
+Codex at it with ``tests.tools.codex_setup.codex_home`` (a model provider with
+``base_url = "http://127.0.0.1:<N>/v1"`` and ``wire_api = "responses"``).
 
 ``POST /v1/responses`` streams server-sent events in the order the real API
 uses (response.created, response.in_progress, response.output_item.added,
 response.content_part.added, response.output_text.delta..., response.output_text.done,
 response.content_part.done, response.output_item.done, response.completed):
 Codex renders the deltas and ends the turn only on ``response.completed``.
-A main-conversation request (one from the user's thread) is answered with
-``long_reply(<last user text>, <n>)``, n counting main requests 1, 2, 3...
-Codex's side requests (thread title generation and the like, recognised by
-having no tools and instructions or input that ask for a title or summary)
-get a short text and do not advance the count.  A prompt containing
-``take your time`` is answered slowly (``SLOW_SECONDS`` before the first word),
-so a test can watch Codex busy; one containing ``answer with an error`` gets an
-HTTP 400 (Codex does not retry it and ends the turn with an error).  ``GET /v1/models`` answers plausibly; anything
-else is logged and answered with an empty JSON object, so a new Codex version
-that calls something new shows up in the log instead of hanging.
+A request of the user's conversation is answered with
+``long_reply(<last user text>, <n>)``, n counting those requests 1, 2, 3...
+(one per Codex turn, or two when the user steers a busy turn with Enter).
+Codex's side requests (the thread title it generates after the first prompt,
+in a thread of its own) get a short answer that fits their JSON schema
+(``{"title": "Fake thread title"}``) and do not advance the count.
+
+A prompt containing ``take your time`` is answered slowly (``SLOW_SECONDS``
+before the first word), so a test can watch Codex busy or interrupt it; one
+containing ``answer with an error`` gets an HTTP 400, which Codex does not
+retry: the turn ends with the error on screen.  ``GET /v1/models`` answers
+plausibly; anything else is logged and answered with an empty JSON object, so
+a new Codex version that calls something new shows up in the log instead of
+hanging.
 """
 
 from __future__ import annotations
@@ -108,7 +114,8 @@ def classify(request: web.Request, body: dict[str, Any]) -> tuple[str, str]:
     source = str(turn_metadata(request).get("thread_source", ""))
     if source:
         return ("main" if source == "user" else "side"), source
-    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         return "side", "json_schema"
     return "main", ""
@@ -227,8 +234,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     if kind == "main" and ERROR_MARK in last_user_text(body):
         _log(request, raw, kind, error=True, **ids)
         return web.json_response({"error": {
-            "message": "fake_openai: the prompt asked for an error", "type": "invalid_request_error",
-            "param": None, "code": "invalid_prompt"}}, status=400)
+            "message": "fake_openai: the prompt asked for an error",
+            "type": "invalid_request_error", "param": None, "code": "invalid_prompt"}}, status=400)
     if kind == "main":
         turns = request.app[TURNS_KEY]
         turns[0] += 1
@@ -244,19 +251,24 @@ async def responses(request: web.Request) -> web.StreamResponse:
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
     slow = kind == "main" and SLOW_MARK in last_user_text(body)
-    for event in events:
-        if slow and event["type"] == "response.output_text.delta":
-            await asyncio.sleep(SLOW_SECONDS)
-            slow = False
-        await response.write(_sse(event))
-    await response.write_eof()
+    try:
+        for event in events:
+            if slow and event["type"] == "response.output_text.delta":
+                await asyncio.sleep(SLOW_SECONDS)
+                slow = False
+            await response.write(_sse(event))
+        await response.write_eof()
+    except ConnectionResetError:
+        # Codex drops the stream when the turn is interrupted (Esc) or steered
+        # (Enter while busy): a normal event, logged so a test can see it.
+        _log(request, None, "dropped", **ids)
     return response
 
 
 async def models(request: web.Request) -> web.Response:
     _log(request, (await _read(request))[0], "models")
     data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "openai"}
-            for m in ("gpt-5.1-codex", "gpt-5.1", "gpt-5")]
+            for m in ("gpt-5.5", "gpt-5.1-codex", "gpt-5")]
     return web.json_response({"object": "list", "data": data})
 
 

@@ -5,8 +5,16 @@
 stand-in (``tests.tools.fake_gemini``) and stops at none of its first-run
 screens, then returns the environment a test gives the ``gemini`` process.
 Nothing outside ``root`` is read or written: HOME, GEMINI_CLI_HOME, the
-trusted-folders path, TMPDIR and the XDG directories all point inside it, so
-the user's own ``~/.gemini`` (auth, sessions, hooks) stays out.
+trusted-folders path, the system settings paths, TMPDIR and the XDG
+directories all point inside it, so the user's own ``~/.gemini`` (auth,
+sessions, hooks) and the machine's ``/etc/gemini-cli`` stay out.
+
+Where gemini then writes (0.61): the session transcript goes to
+``root/home/.gemini/tmp/<slug>/chats/session-<UTC YYYY-MM-DDTHH-MM>-<first 8
+characters of the session id>.jsonl``, ``<slug>`` being the project
+directory's basename lower-cased with every run of other characters than
+``a-z0-9`` made one ``-`` (``-1``, ``-2``... on a clash), recorded in
+``root/home/.gemini/projects.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ def settings(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     Why each key is here:
     - ``security.auth.selectedType`` = ``gemini-api-key``: no "how do you want
       to log in?" screen; the key comes from GEMINI_API_KEY.
-    - ``model.name``: a fixed model, so requests name the same model every run.
+    - ``model.name``: a fixed model, so requests name the same model every run
+      and no router request (the default "auto" asks a classifier first) runs.
     - update check and update notice off, usage statistics and telemetry off:
       nothing may go to the network but the stand-in.
     - ``ide`` off and its nudge seen: no "connect to your IDE?" screen.
@@ -74,10 +83,15 @@ def gemini_home(root: Path, api_url: str, project: Path,
         path.mkdir(parents=True, exist_ok=True)
     return {
         "HOME": str(home),
-        # gemini's own idea of home (settings, sessions, trust); the same
-        # place, named explicitly so a user's GEMINI_CLI_HOME cannot leak in.
+        # gemini's own idea of home (settings, sessions, trust, extensions);
+        # the same place, named explicitly so a user's GEMINI_CLI_HOME cannot
+        # leak in.
         "GEMINI_CLI_HOME": str(home),
         "GEMINI_CLI_TRUSTED_FOLDERS_PATH": str(trusted),
+        # files that do not exist: /etc/gemini-cli/{settings,system-defaults}.json
+        # of the machine stay out of the test
+        "GEMINI_CLI_SYSTEM_SETTINGS_PATH": str(root / "no-system-settings.json"),
+        "GEMINI_CLI_SYSTEM_DEFAULTS_PATH": str(root / "no-system-defaults.json"),
         "GOOGLE_GEMINI_BASE_URL": api_url.rstrip("/"),
         "GEMINI_API_KEY": API_KEY,
         "TMPDIR": str(tmp),

@@ -142,7 +142,8 @@ def test_profile_env_must_be_a_table_of_strings(tmp_path: Path) -> None:
      ["npx", "-y", "@openai/codex@0.171.0", "--no-alt-screen", "--no-daemon", "resume"]),
     (["nice", "-n", "5", "/usr/bin/codex"],
      ["nice", "-n", "5", "/usr/bin/codex", "--no-alt-screen", "--no-daemon"]),
-    (["node", "./codex.js", "--no-daemon"], ["node", "./codex.js", "--no-alt-screen", "--no-daemon"]),
+    (["node", "./codex.js", "--no-daemon"],
+     ["node", "./codex.js", "--no-alt-screen", "--no-daemon"]),
     # a wrapper's own words that look like the args do not count as given
     (["env", "X=--no-daemon", "codex"], ["env", "X=--no-daemon", "codex", "--no-alt-screen",
                                           "--no-daemon"]),
