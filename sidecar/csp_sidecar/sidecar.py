@@ -41,6 +41,7 @@ from .injection import Keystrokes
 from .journal import Journal, journal_path
 from .keys import LineTracker
 from .link import GatewayLink
+from .looplag import LoopLag
 from .profiles import Profile, apply_to_command, apply_to_env
 from .pump import STDIN, STDOUT, Pump, write_all
 from .readiness import TURN_BUSY, TURN_IDLE, TURN_WAITING, Readiness
@@ -430,6 +431,9 @@ class Sidecar:
         self._interrupted = []
         tasks = [loop.create_task(self.link.run()), loop.create_task(self.link.run_outbox())]
         self.pump.start()
+        lag = LoopLag.from_env()
+        if lag is not None:
+            lag.start()
         loop.add_signal_handler(signal.SIGWINCH, self._on_winch)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_terminate, sig)
@@ -455,6 +459,8 @@ class Sidecar:
             await self.link.stop()
             await self.states.wait()
             self.journal.close()
+            if lag is not None:
+                lag.stop()
         return status
 
     async def _close_reports(self) -> None:

@@ -121,10 +121,16 @@ async def sidecar_passthrough(ctx: Context) -> Figures:
     return figures
 
 
-def _log_entries(log: Path) -> list[dict[str, Any]]:
+def _log_records(log: Path) -> list[dict[str, Any]]:
+    """Everything the fake CLI logged: reads ("data"), prompts, turn ends."""
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def _log_entries(log: Path) -> list[dict[str, Any]]:
+    """The fake CLI's reads only."""
+    return [r for r in _log_records(log) if "data" in r]
 
 
 async def _agent_state(ctx: Context, name: str) -> str:
@@ -146,9 +152,10 @@ async def _until(what: str, check: Any, timeout: float = WAIT_S) -> Any:
         await asyncio.sleep(0.005)
 
 
-async def _fake_agent(ctx: Context, name: str, log: Path) -> PtyRun:
+async def _fake_agent(ctx: Context, name: str, log: Path, think: float = 0.05,
+                      **extra_env: str) -> PtyRun:
     env = bench_env(ctx.gateway.env)
-    env.update({"FAKECLI_LOG": str(log), "FAKECLI_THINK": "0.05"})
+    env.update({"FAKECLI_LOG": str(log), "FAKECLI_THINK": str(think), **extra_env})
     run = PtyRun(sidecar_argv(name, "claude", *FAKE_CLI), env)
     run.wait_for(b"fake agent ready")
     return run
@@ -225,3 +232,112 @@ async def sidecar_idle(ctx: Context) -> Figures:
         "idle_cpu_s": round(idle.cpu_s - started.cpu_s, 3),
         "idle_cpu_percent": round(100 * (idle.cpu_s - started.cpu_s) / QUIET_INTERVAL_S, 2),
     }
+
+
+COALESCE_MESSAGES = 20
+BUSY_THINK_S = 3.0
+
+
+@case("sidecar_coalesce", f"{COALESCE_MESSAGES} messages sent while the agent is busy: "
+                          "prompts it takes for them (target 1), and its reported turn end "
+                          "-> the coalesced paste (target <= 50 ms)")
+async def sidecar_coalesce(ctx: Context) -> Figures:
+    name = "bench-coalesce"
+    log = ctx.gateway.root / "coalesce-fake-cli.log"
+    run = await _fake_agent(ctx, name, log, think=BUSY_THINK_S)
+    stop = asyncio.Event()
+    drainer = asyncio.create_task(run.drain(stop))
+    gaps: list[float] = []
+    prompts_taken: list[int] = []
+    try:
+        async def ready() -> bool:
+            return await _agent_state(ctx, name) == "ready"
+
+        for rnd in range(max(1, ctx.n(3))):
+            await _until("ready agent", ready)
+            before = len(_log_records(log))
+            run.write(f"busy work {rnd}\r".encode())  # the human gives it a long task
+            tag = f"r{rnd}-"
+            async with ctx.gateway.client() as c:
+                for i in range(COALESCE_MESSAGES):
+                    await c.send([f"@{name}"], f"{tag}{i:02d}")
+
+            async def all_taken(tag: str = tag, before: int = before) -> list[dict[str, Any]]:
+                new = _log_records(log)[before:]
+                got = "".join(r.get("prompt", "") for r in new)
+                return new if all(f"{tag}{i:02d}" in got for i in range(COALESCE_MESSAGES)) \
+                    else []
+
+            new = await _until("all messages taken", all_taken, timeout=WAIT_S + BUSY_THINK_S)
+            ours = [r for r in new if tag in r.get("prompt", "")]
+            prompts_taken.append(len(ours))
+            end = next(r["t"] for r in new if "turn_end" in r)  # the human's task ended
+            paste = next(r["t"] for r in new if tag in r.get("data", ""))
+            gaps.append(paste - end)
+    finally:
+        stop.set()
+        await drainer
+        run.close()
+    return {"messages_per_round": COALESCE_MESSAGES, "rounds": len(prompts_taken),
+            "prompts_per_round_max": max(prompts_taken), "target_prompts": 1,
+            **percentiles(gaps, "turn_end_to_paste_"), "target_turn_end_to_paste_ms": 50}
+
+
+@case("sidecar_reply", "a hooked CLI's turn end -> its exact 46-line reply in history "
+                       "(fake CLI with Claude Code's hooks)")
+async def sidecar_reply(ctx: Context) -> Figures:
+    name = "bench-reply"
+    log = ctx.gateway.root / "reply-fake-cli.log"
+    run = await _fake_agent(ctx, name, log, FAKECLI_REPLY="long")
+    stop = asyncio.Event()
+    drainer = asyncio.create_task(run.drain(stop))
+    samples: list[float] = []
+    try:
+        async def ready() -> bool:
+            return await _agent_state(ctx, name) == "ready"
+
+        async with ctx.gateway.client() as c:
+            newest = await c.history(limit=1)
+            last = newest[-1].id if newest else 0
+            for i in range(ctx.n(10)):
+                await _until("ready agent", ready)
+                await c.send([f"@{name}"], f"question {i}")
+
+                async def replied(i: int = i) -> float:
+                    for m in await c.history(since=last, limit=50):
+                        if m.sender == name and f"question {i}" in m.content:
+                            return time.time()
+                    return 0.0
+
+                seen = await _until("the reply in history", replied)
+                end = [r["t"] for r in _log_records(log) if "turn_end" in r][-1]
+                samples.append(seen - end)
+    finally:
+        stop.set()
+        await drainer
+        run.close()
+    return {**percentiles(samples, "turn_end_to_history_"),
+            "note": "history polled every 5 ms: figures are up to 5 ms late"}
+
+
+STALL_LINES = 5_000
+
+
+@case("sidecar_stall", f"the sidecar's longest event-loop stall while a CLI without hooks "
+                       f"prints {STALL_LINES:,} lines (screen capture on; target <= 20 ms)")
+async def sidecar_stall(ctx: Context) -> Figures:
+    lag_file = ctx.gateway.root / "stall-lag.json"
+    env = bench_env(ctx.gateway.env)
+    env["CSP_SIDECAR_LAG_FILE"] = str(lag_file)
+    lines = int(STALL_LINES * max(ctx.scale, 0.2))
+    program = (f"import time\nfor i in range({lines}):\n"
+               "    print(f'| row {i:05d} | ' + 'markdown table cell text ' * 4 + '|')\n"
+               "    if i % 500 == 0: time.sleep(0.3)\n")  # quiet points: capture runs
+    run = PtyRun(sidecar_argv("bench-stall", "generic", sys.executable, "-c", program), env)
+    try:
+        await asyncio.to_thread(run.read_to_end, WAIT_S * 4)
+    finally:
+        run.close()
+    figures = json.loads(lag_file.read_text()) if lag_file.exists() else {"error": "no lag file"}
+    return {f"loop_lag_{k}": v for k, v in figures.items()} | {"lines": lines,
+                                                               "target_max_ms": 20}

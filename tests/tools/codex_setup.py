@@ -11,6 +11,7 @@ it, so the user's own ``~/.codex`` (auth, sessions, config, notify) stays out.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 PROVIDER = "csp_fake"
@@ -35,7 +36,7 @@ def _toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def config_toml(api_url: str, project: Path) -> str:
+def config_toml(api_url: str, project: Path, notify: Sequence[str] = ()) -> str:
     """The config.toml text for a Codex that talks only to ``api_url``.
 
     Why each key is here:
@@ -51,14 +52,19 @@ def config_toml(api_url: str, project: Path) -> str:
     - update check, analytics, feedback off: nothing may go to the network.
     The only first-run item left is the footer's "⚠ 1 warning · f2 to view"
     (no bubblewrap on PATH), which stops nothing.
+
+    ``notify``: the user's own notify program (argv; Codex appends the turn's
+    JSON), as a user would set it, a top-level key.  Empty: none.
     """
     migrations = "\n".join(f"{_toml_str(old)} = {_toml_str(new)}" for old, new in MIGRATIONS)
     nux = "\n".join(f"{_toml_str(model)} = {NUX_SEEN}" for model in NUX_MODELS)
     base = api_url.rstrip("/")
     if not base.endswith("/v1"):
         base += "/v1"
+    notify_line = ("notify = [" + ", ".join(_toml_str(a) for a in notify) + "]\n"
+                   if notify else "")
     return f"""\
-model = {_toml_str(MODEL)}
+{notify_line}model = {_toml_str(MODEL)}
 model_provider = {_toml_str(PROVIDER)}
 approval_policy = "on-request"
 sandbox_mode = "workspace-write"
@@ -107,18 +113,20 @@ persistence = "save-all"
 """
 
 
-def codex_home(root: Path, api_url: str, project: Path) -> dict[str, str]:
+def codex_home(root: Path, api_url: str, project: Path,
+               notify: Sequence[str] = ()) -> dict[str, str]:
     """Create HOME and CODEX_HOME under ``root``; return the env for the codex process.
 
     The returned mapping is meant to be laid over a minimal environment (PATH,
     TERM, LANG): it sets HOME, CODEX_HOME, the XDG base directories, TMPDIR and
     the API key variable named in the config.  Even ``codex --version`` writes
     under ``$CODEX_HOME/tmp``, so every codex a test runs needs this environment.
+    ``notify``: the user's own notify program (see ``config_toml``).
     """
     home = root / "home"
     codex = home / ".codex"
     codex.mkdir(parents=True, exist_ok=True)
-    (codex / "config.toml").write_text(config_toml(api_url, project), encoding="utf-8")
+    (codex / "config.toml").write_text(config_toml(api_url, project, notify), encoding="utf-8")
     xdg = {name: home / sub for name, sub in (
         ("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"),
         ("XDG_DATA_HOME", ".local/share"), ("XDG_STATE_HOME", ".local/state"))}

@@ -6,16 +6,18 @@ gets to FILE (one JSON line: method, path, query, a few headers, the body), so
 a test can see exactly what the CLI sent.  Point Claude Code at it with
 ``ANTHROPIC_BASE_URL=http://127.0.0.1:<N>`` and any ``ANTHROPIC_API_KEY``.
 
-``POST /v1/messages`` answers deterministically: the reply to a conversation
-is ``ECHO: <the last user text>`` (its lines joined with `` / ``, so the reply
-is one line that never equals the prompt itself), followed by a second line
-``(<n> line(s) received)``.  With ``"stream": true`` it streams the same reply
-as server-sent events in the order the real API uses (message_start,
-content_block_start, ping, content_block_delta..., content_block_stop,
-message_delta, message_stop).  Claude Code's side requests (a one-token quota
-probe, title and topic guesses) get the same treatment, which it tolerates.
+``POST /v1/messages`` answers deterministically.  A request of the main
+conversation (one that offers Claude its tools) is answered with
+``long_reply(<the last user text>, <n>)`` (``tests.tools.long_reply``: 46 lines
+of markdown), n counting those requests 1, 2, 3...; the log entry of such a
+request carries ``"turn": n``, so a test can compute the reply it must see.
+Claude Code's side requests (a one-token quota probe, title and topic guesses:
+no tools) get a short one-line ``SIDE: <the last user text>`` and do not
+advance the count.  With ``"stream": true`` a reply is streamed as server-sent
+events in the order the real API uses (message_start, content_block_start,
+ping, content_block_delta..., content_block_stop, message_delta, message_stop).
 A prompt with a line ``RUN: <command>`` is answered with a Bash tool call, and
-the tool's result with ``TOOL RESULT: <its first line>``.
+the tool's result with ``TOOL RESULT: <its first line>`` (both count as turns).
 A prompt containing ``take your time`` is answered slowly (the stream pauses
 for ``SLOW_SECONDS`` before its first word), so a test can watch the CLI busy.
 ``count_tokens`` and ``GET /v1/models`` answer plausibly; anything else is
@@ -37,7 +39,10 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.tools.long_reply import long_reply
+
 LOG_KEY = web.AppKey("log", Path)
+TURNS_KEY = web.AppKey("turns", list[int])
 _ids = itertools.count(1)
 SLOW_MARK = "take your time"
 RUN_MARK = "RUN:"
@@ -72,11 +77,17 @@ def last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def reply_for(body: dict[str, Any]) -> str:
-    text = last_user_text(body).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    count = len(lines)
-    return f"ECHO: {' / '.join(lines)}\n({count} line{'s' if count != 1 else ''} received)"
+def is_main(body: dict[str, Any]) -> bool:
+    """A request of the user's conversation (it offers tools), not a side request."""
+    return bool(body.get("tools"))
+
+
+def reply_for(body: dict[str, Any], turn: int | None) -> str:
+    """The answer to a prompt: the long reply for main turn ``turn``, else one short line."""
+    text = last_user_text(body)
+    if turn is None:
+        return "SIDE: " + " / ".join(line.strip() for line in text.splitlines() if line.strip())
+    return long_reply(text, turn)
 
 
 def _tool_results(body: dict[str, Any]) -> list[str]:
@@ -99,12 +110,13 @@ def _tool_results(body: dict[str, Any]) -> list[str]:
     return out
 
 
-def blocks_for(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    """The reply's content blocks and its stop reason.
+def blocks_for(body: dict[str, Any], turn: int | None = None
+               ) -> tuple[list[dict[str, Any]], str]:
+    """The reply's content blocks and its stop reason (``turn``: see ``reply_for``).
 
     A prompt with ``RUN: <command>`` on a line gets a Bash tool call for it (so
     a test can see Claude Code ask for permission); the tool's result is then
-    answered with ``TOOL RESULT: <first line>``; anything else with the echo.
+    answered with ``TOOL RESULT: <first line>``; anything else with ``reply_for``.
     """
     results = _tool_results(body)
     if results:
@@ -116,7 +128,7 @@ def blocks_for(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
             return [{"type": "tool_use", "id": f"toolu_fake{next(_ids):06d}", "name": "Bash",
                      "input": {"command": command, "description": "Run the requested command"}}
                     ], "tool_use"
-    return [{"type": "text", "text": reply_for(body)}], "end_turn"
+    return [{"type": "text", "text": reply_for(body, turn)}], "end_turn"
 
 
 def _usage(body: dict[str, Any], output: str) -> dict[str, int]:
@@ -131,19 +143,30 @@ def _message(body: dict[str, Any], text: str) -> dict[str, Any]:
             "stop_reason": None, "stop_sequence": None, "usage": _usage(body, text)}
 
 
-async def _record(request: web.Request) -> dict[str, Any]:
+async def _read(request: web.Request) -> tuple[Any, dict[str, Any]]:
+    """The request body as parsed JSON (or text), and as a dict (empty if not one)."""
     raw = await request.read()
     try:
         body: Any = json.loads(raw) if raw else None
     except ValueError:
         body = raw.decode("utf-8", "replace")
-    entry = {"t": time.time(), "method": request.method, "path": request.path,
+    return body, (body if isinstance(body, dict) else {})
+
+
+def _log(request: web.Request, body: Any, **extra: Any) -> None:
+    """Append one request to the log (``extra``, e.g. the turn, before the rest)."""
+    entry = {"t": time.time(), **extra, "method": request.method, "path": request.path,
              "query": request.query_string,
              "headers": {k: request.headers[k] for k in _HEADERS if k in request.headers},
              "body": body}
     with request.app[LOG_KEY].open("a", encoding="utf-8") as log:
         log.write(json.dumps(entry) + "\n")
-    return body if isinstance(body, dict) else {}
+
+
+async def _record(request: web.Request) -> dict[str, Any]:
+    body, as_dict = await _read(request)
+    _log(request, body)
+    return as_dict
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -151,8 +174,16 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    body = await _record(request)
-    blocks, stop = blocks_for(body)
+    raw, body = await _read(request)
+    turn: int | None = None
+    if is_main(body):
+        turns = request.app[TURNS_KEY]
+        turns[0] += 1
+        turn = turns[0]
+        _log(request, raw, turn=turn)
+    else:
+        _log(request, raw)
+    blocks, stop = blocks_for(body, turn)
     message = _message(body, json.dumps(blocks))
     if not body.get("stream"):
         message.update(content=blocks, stop_reason=stop)
@@ -213,6 +244,7 @@ async def anything_else(request: web.Request) -> web.Response:
 def make_app(log: Path) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[LOG_KEY] = log
+    app[TURNS_KEY] = [0]  # main-conversation requests so far
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/v1/models", models)

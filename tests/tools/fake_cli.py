@@ -114,6 +114,9 @@ def main() -> int:
                         for n, part in enumerate(reply.split("\n")):
                             out.write(("● " if n == 0 else "  ") + part + "\r\n")
                         out.flush()
+                        if log:
+                            log.write(json.dumps({"t": time.time(), "turn_end": turn}) + "\n")
+                            log.flush()
                         run_hooks(hooks, "Stop", {"last_assistant_message": reply})
                     line = ""
                     out.write(PROMPT)

@@ -1,0 +1,218 @@
+"""The real Codex CLI inside csp-sidecar, answering through a local Responses API stand-in.
+
+csp tried as a new user would: ``csp-sidecar --name codex -- env HOME=...
+CODEX_HOME=... codex`` in a tmux pane (the profile's ``--no-alt-screen
+--no-daemon`` must land after ``codex``, not after ``env``), messages sent with
+``cspctl send @codex``, replies read back with ``cspctl history``.  Codex talks
+to ``tests/tools/fake_openai.py``, which answers every turn with
+``tests.tools.long_reply``'s 46 lines of markdown (a table, a quote, code,
+indentation, lines of 400 characters), so the test knows each reply word for
+word.  The sidecar takes replies from Codex's own ``notify`` report
+(``last-assistant-message``), never from the screen: whatever the pane's width,
+however often it is resized, each reply is shared exactly as Codex got it,
+once, and the title Codex generates on the side is not shared at all.  A
+``notify`` program the user set in their own config still runs, with the argv
+Codex gives it.  Skips when ``codex`` is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, CspEnv, GatewayProcess
+from tests.polling import wait_for
+from tests.tmuxtest import Pane, TmuxServer
+from tests.tools.codex_setup import codex_home
+from tests.tools.fake_openai import SIDE_REPLY, last_user_text
+from tests.tools.long_reply import long_reply
+
+NAME = "codex"
+TAG = f"[human → @{NAME}]"
+TURNS = 3
+# the user's own notify program: appends the argv it gets (after its log path) as JSON
+USER_NOTIFY = """\
+import json, sys
+with open(sys.argv[1], "a", encoding="utf-8") as log:
+    log.write(json.dumps(sys.argv[2:]) + "\\n")
+"""
+USER_NOTIFY_ARG = "users-own-arg"
+
+
+def sidecar_executable() -> list[str]:
+    """``csp-sidecar`` as installed next to this Python, else the module."""
+    script = Path(sys.executable).with_name("csp-sidecar")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "csp_sidecar"]
+
+
+class FakeOpenAI:
+    """``tests.tools.fake_openai`` in a process of its own, and what it was asked."""
+
+    def __init__(self, root: Path) -> None:
+        self.log = root / "openai-requests.jsonl"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.tools.fake_openai", "--log", str(self.log)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()  # "port N", printed once it serves
+        assert first.startswith("port "), f"fake API did not start: {first!r}"
+        self.url = f"http://127.0.0.1:{int(first.split()[1])}/v1"
+
+    def requests(self, kind: str | None = None) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        entries = [json.loads(line) for line in self.log.read_text().splitlines() if line]
+        return [e for e in entries if kind is None or e["kind"] == kind]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def codex() -> str:
+    path = shutil.which("codex")
+    if path is None:
+        pytest.skip("Codex is not installed (npm install -g @openai/codex)")
+    return path
+
+
+@pytest.fixture
+def fake_api(csp_env: CspEnv) -> Iterator[FakeOpenAI]:
+    api = FakeOpenAI(csp_env.root)
+    yield api
+    api.stop()
+
+
+class Run:
+    """One Codex in the sidecar, in a pane, and where to look at what it did."""
+
+    def __init__(self, env: CspEnv, tmux: TmuxServer, api: FakeOpenAI, width: int) -> None:
+        self.env, self.api = env, api
+        project = env.root / "project"
+        project.mkdir()
+        script = env.root / "user_notify.py"
+        script.write_text(USER_NOTIFY)
+        self.user_notify_log = env.root / "user-notify.jsonl"
+        codex_env = codex_home(env.root / "codex", api.url, project,
+                               notify=[sys.executable, str(script), str(self.user_notify_log),
+                                       USER_NOTIFY_ARG])
+        # the natural way to run Codex with an environment of its own: `env` in front
+        command = [*sidecar_executable(), "--name", NAME, "--",
+                   "env", *(f"{k}={v}" for k, v in codex_env.items()), "codex"]
+        self.pane: Pane = tmux.new_pane(f"cd {shlex.quote(str(project))} && "
+                                        f"{shlex.join(command)}", width=width, height=30)
+        self.session = self.pane.target.split(":")[0]
+        self.tmux = tmux
+
+    def agent(self) -> dict[str, Any]:
+        r = self.env.cspctl("agents", "--json")
+        assert r.returncode == 0, r.stderr
+        return next((dict(a) for a in json.loads(r.stdout) if a["name"] == NAME), {})
+
+    def outputs(self) -> list[str]:
+        r = self.env.cspctl("history", "--json", "--limit", "500")
+        assert r.returncode == 0, r.stderr
+        return [str(m["content"]) for m in json.loads(r.stdout)
+                if m["kind"] == "output" and m["from"] == NAME]
+
+    def user_notified(self) -> list[list[str]]:
+        if not self.user_notify_log.exists():
+            return []
+        return [json.loads(line) for line in self.user_notify_log.read_text().splitlines()]
+
+    def diagnose(self) -> str:
+        log = Path(self.env.env["XDG_STATE_HOME"]) / "csp" / f"sidecar-{NAME}.log"
+        return (f"\nagent: {self.agent()}\noutputs: {[o[:80] for o in self.outputs()]}"
+                f"\nrequests: {[(r['kind'], r.get('turn')) for r in self.api.requests()]}"
+                f"\nsidecar log:\n{log.read_text() if log.exists() else '-'}"
+                f"\nscreen:\n{self.pane.screen()}")
+
+    def wait_ready(self, what: str, timeout: float = 40) -> None:
+        try:
+            wait_for(lambda: self.agent().get("state") == "ready", timeout=timeout, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}{self.diagnose()}") from None
+
+    def ask(self, n: int) -> str:
+        """Send "question n"; return the reply Codex got (n-th main request), once shared."""
+        before = len(self.outputs())
+        assert self.env.cspctl("send", f"@{NAME}", f"question {n}").returncode == 0
+        try:
+            shared = wait_for(lambda: len(o := self.outputs()) > before and o, timeout=30,
+                              what=f"the reply to question {n} in cspctl history")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}{self.diagnose()}") from None
+        mains = self.api.requests("main")
+        assert [r["turn"] for r in mains] == list(range(1, n + 1)), mains
+        prompt = last_user_text(mains[-1]["body"])
+        assert prompt == f"{TAG} question {n}"  # the message, typed in once, as one prompt
+        expected = long_reply(prompt, n)
+        assert shared[before:] == [expected], f"turn {n} shared:\n{shared[before:]}"
+        return expected
+
+    def resize(self, width: int, height: int) -> None:
+        self.tmux.run("resize-window", "-t", self.session, "-x", str(width), "-y", str(height))
+        wait_for(lambda: self.pane.info("#{pane_width}x#{pane_height}") == f"{width}x{height}",
+                 what=f"the pane at {width}x{height}")
+
+
+@pytest.mark.parametrize("width", [40, 66, 200])
+def test_each_reply_is_shared_word_for_word_once(
+        codex: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
+        fake_api: FakeOpenAI, width: int) -> None:
+    start = time.monotonic()
+    run = Run(csp_env, tmux, fake_api, width)
+    run.wait_ready("Codex to be ready")
+    ready_after = time.monotonic() - start
+    # the profile's args went after `codex`, not after `env`
+    assert run.agent()["command"].endswith(" codex") or "codex" in run.agent()["command"]
+
+    replies = []
+    for n in range(1, TURNS + 1):
+        if n > 1:
+            run.wait_ready(f"Codex ready for question {n}", timeout=20)
+        replies.append(run.ask(n))
+    assert run.outputs() == replies  # each once, nothing else (no chrome, no title)
+
+    # Codex generated a title on the side; its notify was not taken for a reply
+    assert fake_api.requests("side"), "Codex asked for no title: the side case went untested"
+    assert not any(SIDE_REPLY in o for o in run.outputs())
+
+    # two resizes make Codex redraw everything; nothing of that is posted: the next
+    # output after them is the next reply, and only it
+    run.resize(max(30, width // 2), 20)
+    run.resize(width + 17, 35)
+    run.wait_ready("Codex ready after the resizes", timeout=20)
+    replies.append(run.ask(TURNS + 1))
+    assert run.outputs() == replies
+
+    # the user's own notify program ran for every turn, with the argv Codex gives it:
+    # its own arguments, then the turn's JSON (the title turn's too)
+    def all_notified() -> list[list[str]]:
+        got = run.user_notified()
+        said = [json.loads(argv[-1]).get("last-assistant-message") for argv in got]
+        return got if all(r in said for r in replies) else []
+
+    try:
+        notified = wait_for(all_notified, timeout=10, what="the user's notify for every turn")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {run.user_notified()}{run.diagnose()}") from None
+    assert all(len(argv) == 2 and argv[0] == USER_NOTIFY_ARG for argv in notified), notified
+    turns = [json.loads(argv[-1]) for argv in notified]
+    assert all(t.get("type") == "agent-turn-complete" for t in turns), turns
+    print(f"\nwidth {width}: ready after {ready_after:.1f}s, "
+          f"done after {time.monotonic() - start:.1f}s")
