@@ -39,6 +39,10 @@ class FakeControl:
         return self._queue
 
     @property
+    def reason(self) -> str:
+        return "the human has a half-typed line" if self._queue else ""
+
+    @property
     def last_activity(self) -> float:
         return self._last
 

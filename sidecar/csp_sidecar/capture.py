@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from typing import NamedTuple
 
 from .profiles import Profile
-from .screen import RowsRead, ScreenModel, join_rows
+from .screen import Row, RowsRead, ScreenModel, join_rows
 
 # braille spinners; an ASCII one (| / - \) only with a short "doing something…" after
 # it, so markdown bullets ("- item") and table rows are kept
@@ -73,24 +74,75 @@ class _State(NamedTuple):
 
 
 _START = _State()
+_PLAIN: dict[int, _State] = {}
+
+
+def _plain(indent: int) -> _State:
+    """The state after a reply line (one shared tuple per indent)."""
+    state = _PLAIN.get(indent)
+    if state is None:
+        state = _PLAIN[indent] = _State(None, indent, False)
+    return state
 
 
 class _Patterns:
-    """Several patterns searched as one (a line is tested once, not once per pattern)."""
+    """Several patterns searched as one, a line tested once rather than once per pattern.
+
+    Those anchored at the start are tried at the start only (``match``): searched in
+    one alternation with the others, each would be tried at every position.
+    """
 
     def __init__(self, patterns: tuple[re.Pattern[str], ...]) -> None:
         self.each = patterns
-        self.one: re.Pattern[str] | None = None
-        if patterns:
-            try:
-                self.one = re.compile("|".join(f"(?:{p.pattern})" for p in patterns))
-            except re.error:  # e.g. a global flag inside one of them: test each
-                self.one = None
+        start = _combine([p.pattern for p in patterns if _anchored(p.pattern)])
+        anywhere = _combine([p.pattern for p in patterns if not _anchored(p.pattern)])
+        self.start, self.anywhere = start or _NONE, anywhere or _NONE
+        # a flag, or a pattern that does not combine: test each
+        self.combined = start is not None and anywhere is not None and all(
+            p.flags == re.UNICODE for p in patterns)
 
     def search(self, line: str) -> bool:
-        if self.one is not None:
-            return self.one.search(line) is not None
-        return any(p.search(line) for p in self.each)
+        if not self.combined:
+            return any(p.search(line) for p in self.each)
+        return bool(self.start.match(line) or self.anywhere.search(line))
+
+
+_NONE = re.compile(r"(?!)")  # matches nothing: no pattern of a kind
+
+
+def _combine(patterns: list[str]) -> re.Pattern[str] | None:
+    """One alternation of ``patterns`` (``_NONE`` if empty; None if they do not combine)."""
+    if not patterns:
+        return _NONE
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in patterns))
+    except re.error:  # e.g. a global flag inside one of them
+        return None
+
+
+def _anchored(pattern: str) -> bool:
+    """Does ``pattern`` only match at the start of a line ("^…", no "|" outside groups)?"""
+    if not pattern.startswith("^"):
+        return False
+    depth, i, in_class = 0, 1, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 1
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            i += 1 if pattern[i + 1:i + 2] == "^" else 0
+            i += 1 if pattern[i + 1:i + 2] == "]" else 0  # "[]…]": that "]" is a character
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return False
+        i += 1
+    return True
 
 
 class _Window(NamedTuple):
@@ -110,7 +162,7 @@ class Capture:
         # with capture_after_prompt, nothing is taken until the CLI has shown its prompt
         self.started = not (profile.capture_after_prompt and profile.prompt_patterns)
         self.seen: list[str] = []  # the transcript: lines at their positions
-        self._states: list[_State] = []  # per seen line
+        self._states: list[_State | None] = []  # per seen line (None: not known)
         self._mark = 0  # absolute row where seen[self._top] starts: where reads begin
         self._top = 0
         self._end = 0  # just past the seen lines that were above the cursor last time
@@ -118,6 +170,7 @@ class Capture:
         self._chrome = _Patterns(profile.chrome_patterns)
         self._menus = _Patterns(profile.menu_patterns)
         self._prompts = _Patterns(profile.prompt_patterns)
+        self._markers = tuple(profile.reply_markers)
         self._echo_keys: tuple[list[str], dict[str, list[int]]] | None = None
 
     def expect_echo(self, text: str) -> None:
@@ -156,20 +209,25 @@ class Capture:
 
     def _window(self, read: RowsRead) -> _Window:
         """Join soft-wrapped rows into lines; keep those above the cursor's line."""
-        groups: list[tuple[int, int]] = []  # (first row, end row) as indices into read.rows
-        for i, row in enumerate(read.rows):
-            if groups and row.wrapped:
-                groups[-1] = (groups[-1][0], i + 1)
-            else:
-                groups.append((i, i + 1))
-        cursor, top = read.cursor - read.first, read.top - read.first
-        cut = next(g for g, (a, b) in enumerate(groups) if a <= cursor < b)
-        top_group = next(g for g, (a, b) in enumerate(groups) if a <= top < b)
-        lines = [join_rows(read.rows[a:b]) for a, b in groups[:cut]]
-        starts = [read.first + a for a, _ in groups[:cut]]
+        rows, first = read.rows, read.first
+        cut = _line_start(rows, read.cursor - first)  # the cursor's line is not done
+        top_row = _line_start(rows, read.top - first)
+        lines: list[str] = []
+        starts: list[int] = []
+        top = None
+        i = 0
+        while i < cut:
+            j = i + 1
+            while j < cut and rows[j].wrapped:
+                j += 1
+            if i == top_row:
+                top = len(lines)
+            lines.append(rows[i].text if j == i + 1 else join_rows(rows[i:j]))
+            starts.append(first + i)
+            i = j
         self._note_break(read)
-        return _Window(lines, starts, min(top_group, cut), read.first + groups[top_group][0],
-                       bool(read.rows) and read.rows[0].wrapped)
+        return _Window(lines, starts, len(lines) if top is None else top,
+                       first + min(top_row, cut), bool(rows) and rows[0].wrapped)
 
     def _note_break(self, read: RowsRead) -> None:
         """Rows from where the screen was wiped, or rows lost, are placed by content."""
@@ -200,17 +258,9 @@ class Capture:
         positions = list(range(start, start + pre))
         if pre < len(lines):  # a redraw after a wipe
             end = min(max(self._end, start + pre), len(self.seen))
-            del self.seen[end:], self._states[end:]  # what was below the cursor is gone
-            at = self._place(lines[pre:], end)
-            if at < 0:  # it begins before the transcript kept: those lines are old
-                self.seen[0:0] = lines[pre:pre - at]
-                self._states[0:0] = [_START] * -at
-                positions = [p - at for p in positions]
-                at = 0
-            new |= {pre + j for j, line in enumerate(lines[pre:])
-                    if not self._is_seen(at + j, line)}
-            self._put(at, lines[pre:])
-            positions += range(at, at + len(lines) - pre)
+            fresh, at, shift = self._redraw(lines[pre:], end)
+            new |= {pre + j for j in fresh}
+            positions = [p + shift for p in positions] + list(range(at, at + len(lines) - pre))
             self._break = None
         after = positions[-1] + 1 if positions else self._top
         self._end = after
@@ -218,6 +268,28 @@ class Capture:
         self._mark = window.next_mark
         self._trim(positions)
         return new, positions
+
+    def _redraw(self, redraw: list[str], end: int) -> tuple[set[int], int, int]:
+        """Put a redraw where it fits: its new lines, where it starts, and how far the
+        transcript moved (lines from before the transcript kept are put in front)."""
+        del self.seen[end:], self._states[end:]  # what was below the cursor is gone
+        at = self._place(redraw, end)
+        if at is None:
+            words = self._place_words(redraw, end)
+            if words is not None:  # the same text, wrapped by the CLI at another width
+                at, old = words
+                del self.seen[at:end], self._states[at:end]
+                self._put(at, redraw)
+                return set(range(old, len(redraw))), at, 0
+            at = end
+        shift = max(0, -at)
+        if shift:  # it begins before the transcript kept: those lines are old
+            self.seen[0:0] = redraw[:shift]
+            self._states[0:0] = [None] * shift
+            at = 0
+        fresh = {j for j, line in enumerate(redraw) if not self._is_seen(at + j, line)}
+        self._put(at, redraw)
+        return fresh, at, shift
 
     def _is_seen(self, k: int, line: str) -> bool:
         return 0 <= k < len(self.seen) and self.seen[k] == line
@@ -228,11 +300,14 @@ class Capture:
         return 0 <= k < len(self.seen) and bool(lines[pre - 1]) and \
             self.seen[k].startswith(lines[pre - 1])
 
-    def _put(self, at: int, lines: list[str], pieces: set[int] = frozenset()) -> None:
+    def _put(self, at: int, lines: list[str], pieces: AbstractSet[int] = frozenset()) -> None:
         """Write ``lines`` into the transcript from ``at`` (not those in ``pieces``)."""
         kept = {j: self.seen[at + j] for j in pieces if at + j < len(self.seen)}
+        old = self.seen[at:at + len(lines)]
+        self._states[at:at + len(lines)] = [
+            self._states[at + j] if j < len(old) and old[j] == line else None
+            for j, line in enumerate(lines)]
         self.seen[at:at + len(lines)] = lines
-        self._states[at:at + len(lines)] = [_START] * len(lines)
         for j, line in kept.items():
             self.seen[at + j] = line
 
@@ -245,7 +320,7 @@ class Capture:
         self._top, self._end = max(0, self._top - cut), max(0, self._end - cut)
         positions[:] = [p - cut for p in positions]
 
-    def _place(self, redraw: list[str], end: int) -> int:
+    def _place(self, redraw: list[str], end: int) -> int | None:
         """Where a redraw's first line sits in the transcript (which ends at ``end``).
 
         A redraw repeats the transcript's tail, maybe followed by new lines; only
@@ -253,21 +328,68 @@ class Capture:
         equal lines (hash look-ups, bounded per line), and must fit exactly; new text
         that merely resembles an older reply does not, and goes after ``end``.
         """
-        low = max(0, end - len(redraw) - 200)
-        where: dict[str, list[int]] = {}
-        for k in range(low, end):
+        where: dict[str, list[int]] = {}  # (a redraw may begin anywhere: all of it)
+        for k in range(end):
             if self.seen[k].strip():
                 where.setdefault(self.seen[k], []).append(k)
         votes: Counter[int] = Counter()
         for j, line in enumerate(redraw):
             for k in where.get(line, ())[-_CANDIDATES:]:
                 votes[k - j] += 1
-        best, best_score = end, 0
+        best, best_score = None, 0
         for at, _ in votes.most_common(_CANDIDATES):
             score = self._fit(redraw, at, end)
-            if score is not None and (score, at) > (best_score, best):
+            if score is not None and (score, at) > (best_score, best or 0):
                 best, best_score = at, score
         return best
+
+    def _place_words(self, redraw: list[str], end: int) -> tuple[int, int] | None:
+        """Where a redraw that wrapped its text anew begins, and how many of its lines
+        are old; None if it is not the transcript's tail.
+
+        TUIs (Ink) wrap long text themselves and draw it again after a resize at the
+        new width: the lines differ, the words do not.  Its first word must begin a
+        transcript line, and the words must match up to the last few lines.
+        """
+        words: list[str] = []
+        line_of: list[int] = []
+        for j, line in enumerate(redraw):
+            split = line.split()
+            words += split
+            line_of += [j] * len(split)
+        if not words:
+            return None
+        best: tuple[int, int] | None = None
+        low = max(0, end - 4 * len(redraw) - 200)
+        tried = 0
+        for x in range(end - 1, low - 1, -1):
+            if tried == 2 * _CANDIDATES or self.seen[x][:len(words[0]) + 2].split()[:1] != \
+                    words[:1]:
+                if tried == 2 * _CANDIDATES:
+                    break
+                continue
+            tried += 1
+            matched = self._words_fit(words, x, end)
+            if matched and (best is None or matched > best[1]):
+                best = (x, matched)
+        if best is None:
+            return None
+        x, matched = best
+        return x, line_of[matched] if matched < len(words) else len(redraw)
+
+    def _words_fit(self, words: list[str], x: int, end: int) -> int:
+        """How many of ``words`` match the transcript's words from line ``x`` on (0: they
+        part before its last few lines)."""
+        n = 0
+        for k in range(x, end):
+            for word in self.seen[k].split():
+                if n == len(words):
+                    return n
+                if words[n] != word:
+                    return n if k >= end - _LIVE else 0
+                n += 1
+        return n
+
 
     def _fit(self, redraw: list[str], at: int, end: int) -> int | None:
         """How many non-blank lines match if the redraw starts at ``at``; None: no fit."""
@@ -285,15 +407,26 @@ class Capture:
     # -- cleaning -------------------------------------------------------------------------
 
     def _render(self, lines: list[str], positions: list[int], new: set[int]) -> list[str | None]:
-        """The new lines cleaned (None: chrome), computing each line's state on the way."""
+        """The new lines cleaned (None: chrome), computing each line's state on the way.
+
+        A line seen before, reached in the state it was reached in before, keeps its
+        state: only new lines and what they change are looked at.
+        """
         out: list[str | None] = []
         state, previous = _START, -2
+        before: _State | None = _START  # the state stored after the previous line, before
         for j, line in enumerate(lines):
             k = positions[j]
             if k != previous + 1:  # a run starts: carry the state of the line before it
-                state = self._states[k - 1] if k > 0 else _START
+                state = (self._states[k - 1] if k > 0 else None) or _START
+                before = state
+            stored, previous = self._states[k], k
+            if j not in new and stored is not None and state == before:
+                state = before = stored
+                continue
+            before = stored
             state, text = self._step(state, line)
-            self._states[k], previous = state, k
+            self._states[k] = state
             if j in new:
                 out.append(text)
         return out
@@ -302,9 +435,8 @@ class Capture:
         """One line read in its context: its text to share (None: chrome), and the
         context for the next line."""
         stripped = line.lstrip()
-        lead = len(line) - len(stripped)
         if not stripped:
-            return _State(None, state.indent, False), ""
+            return _plain(state.indent), ""
         if self._chrome.search(line):
             start = _TEXT_START.match(line)
             opens = state.box or _BOX_TOP.match(line) is not None
@@ -312,22 +444,25 @@ class Capture:
                           opens and not stripped.startswith("╰")), None
         if state.box and stripped[0] in "│╰":  # the body of a box the CLI drew
             return _State(None, state.indent, stripped[0] == "│"), None
+        lead = len(line) - len(stripped)
         if lead == state.column:  # a chrome line's wrapped continuation
             return _State(state.column, state.indent, False), None
         indent = state.indent
-        marker = next((m for m in self.profile.reply_markers if line.startswith(m)), None)
-        if marker is not None:
-            indent, line = len(marker), line[len(marker):]
+        if self._markers and line.startswith(self._markers):
+            indent = len(next(m for m in self._markers if line.startswith(m)))
+            line = line[indent:]
         elif lead >= indent > 0:
             line = line[indent:]
         else:
             indent = 0
-        if line.lstrip()[:1] in _SPINNER_FIRST and SPINNER.match(line):
-            return _State(None, indent, False), None
-        return _State(None, indent, False), line.rstrip()
+        if stripped[0] in _SPINNER_FIRST and SPINNER.match(line):
+            return _plain(indent), None
+        return _plain(indent), line.rstrip()
 
     def _drop_echoes(self, lines: list[str | None]) -> list[str]:
         """The lines without the echo of what was typed in (each echo is seen once)."""
+        if not self.echoes:
+            return [line for line in lines if line is not None]
         out: list[str] = []
         i = 0
         while i < len(lines):
@@ -394,6 +529,13 @@ class Capture:
         if current.strip():
             out.append(current)
         return [c.strip("\n") for c in out if c.strip()]
+
+
+def _line_start(rows: list[Row], i: int) -> int:
+    """The row where the line holding row ``i`` starts (rows wrap into the next)."""
+    while i > 0 and rows[i].wrapped:
+        i -= 1
+    return i
 
 
 def _spans(target: str, head: str, lines: list[str | None], i: int) -> int:

@@ -40,7 +40,8 @@ _PARTIAL = re.compile(rb"\x1b(\[(\?[0-9;]{0,64})?)?\Z")  # the start of a _MODE,
 _ALTERNATE = frozenset((1049, 1047, 47))  # private modes that switch to the alternate screen
 # a run of plain lines (printable text and colours, each ending in CR LF): what a flood is
 # made of, and what the fast path in ScreenModel._drain turns into rows without pyte
-_PLAIN_RUN = re.compile(r"(?:(?:[^\x00-\x1f\x7f-\x9f]|\x1b\[[0-9;]*m)*\r\n)+")
+# (possessive: linear, never backtracking into a long line)
+_PLAIN_RUN = re.compile(r"(?:(?:[^\x00-\x1f\x7f-\x9f]++|\x1b\[[0-9;]*+m)*+\r\n)++")
 _SGR = re.compile(r"\x1b\[[0-9;]*m")
 _SGR_RESET = re.compile(r"\x1b\[0*m")
 _SGR_CONCEAL = re.compile(r"\x1b\[(?:[0-9;]*;)?0*8(?:;[0-9;]*)?m")  # may set SGR 8 (conceal)
@@ -381,6 +382,7 @@ class CaptureScreen(pyte.Screen):
             self._push_history(pushed)
         if columns > self.columns:
             self.tabstops |= set(range(8, columns, 8))
+        self.tabstops = {stop for stop in self.tabstops if stop < columns}
         self.lines, self.columns = lines, columns
         self.dirty.update(range(lines))
         self.set_margins()
@@ -447,27 +449,25 @@ class CaptureScreen(pyte.Screen):
                 and mo.LNM not in self.mode
                 and (self.g1_charset if self.charset else self.g0_charset) is LAT1_MAP)
 
-    def print_rows(self, rows: list[tuple[str, bool]]) -> None:
-        """As drawing ``rows`` (text fitting the width, wrapped?) at a fresh bottom.
+    def print_rows(self, rows: list[Row]) -> None:
+        """As drawing ``rows`` (fitting the width) at a fresh bottom and scrolling.
 
         At least ``lines`` rows: every row on screen before, and all but the last
         ``lines - 1`` new ones, scroll off; those stay, drawn in the cursor's style.
         """
         keep = self.lines - 1
-        old = [self.row(y) for y in range(keep)]
-        new = [Row(text, wrapped, self.columns) for text, wrapped in rows]
-        self._push_history(old + new[:len(new) - keep])
+        self._push_history([self.row(y) for y in range(keep)] + rows[:len(rows) - keep])
         self.buffer = self._new_buffer()
         cells = self._style_cells(self.cursor.attrs)
         make = self.cursor.attrs._replace
-        for y, row in enumerate(new[len(new) - keep:]):
+        for y, row in enumerate(rows[len(rows) - keep:]):
             line = self.buffer[y]
             for x, ch in enumerate(row.text):
                 cell = cells.get(ch)
                 if cell is None:
                     cell = cells[ch] = make(data=ch)
                 line[x] = cell
-        self.wrapped = [row.wrapped for row in new[len(new) - keep:]] + [False]
+        self.wrapped = [row.wrapped for row in rows[len(rows) - keep:]] + [False]
         self.dirty.update(range(self.lines))
 
 
@@ -557,17 +557,19 @@ class ScreenModel:
         if _SGR_CONCEAL.search(run):
             return False
         columns = screen.columns
-        rows: list[tuple[str, bool]] = []
+        rows: list[Row] = []
         styles: list[str] = []
         for line in run.split("\r\n")[:-1]:
             text = line
             if "\x1b" in line:
                 text = _SGR.sub("", line)
                 styles.extend(_SGR.findall(line))
-            if text and not _all_narrow(text):
+            if not (text.isascii() and text.isprintable()) and not _all_narrow(text):
                 return False
-            rows.append((text[:columns], False))
-            rows.extend((text[i:i + columns], True) for i in range(columns, len(text), columns))
+            rows.append(Row(text[:columns].rstrip(), False, columns))
+            if len(text) > columns:
+                rows.extend(Row(text[i:i + columns].rstrip(), True, columns)
+                            for i in range(columns, len(text), columns))
         if len(rows) < screen.lines:
             return False
         screen.print_rows(rows)

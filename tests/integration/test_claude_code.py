@@ -5,44 +5,52 @@ in a tmux pane, a message sent with ``cspctl send @claude``, and the reply
 read back with ``cspctl history``.  Claude Code is the one from the npm
 registry (``npm install -g @anthropic-ai/claude-code``); it talks to
 ``tests/tools/fake_anthropic.py`` through ``ANTHROPIC_BASE_URL``, so the test
-sees exactly what Claude Code sent to "the model" and knows what it answered.
-Its first-run screens (onboarding, folder trust) are pre-answered in a
-private ``HOME``.  Skips when ``claude`` is not installed (.ci/run installs it).
+sees exactly what Claude Code sent to "the model" and knows what it answered:
+``long_reply(prompt, turn)``, 46 lines of markdown (a table, a quote, a code
+block, indentation, lines wider than any pane, a line quoting the prompt).
+
+The sidecar runs Claude Code with hooks of its own (``--settings``): a prompt
+received means busy, the turn's end means ready and its reply
+(``last_assistant_message``) is shared, exactly and once; a permission menu
+means it waits for its human, and nothing is typed in.  Nothing is read off the
+screen, so the pane's width and its resizes change nothing.  Its first-run
+screens (onboarding, folder trust) are pre-answered in a private ``HOME``,
+whose ``~/.claude/settings.json`` carries a Stop hook of the user's own.
+Skips when ``claude`` is not installed (.ci/run installs it).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from csp_sidecar.hooks import SOCKET_ENV
+from csp_sidecar.profiles import apply_to_env, load_profile
+from csp_sidecar.wiring import RunFacts, hook_argv, wire
 
 from tests.conftest import REPO, CspEnv, GatewayProcess
 from tests.polling import wait_for
 from tests.tmuxtest import Pane, TmuxServer
-from tests.tools.fake_anthropic import RUN_MARK, SLOW_MARK
+from tests.tools.fake_anthropic import RUN_MARK, SLOW_MARK, last_user_text
 from tests.tools.fake_anthropic import user_texts as fake_user_texts
+from tests.tools.long_reply import long_reply
 
 TAG = "[human → @claude]"
-# what must never be shared as Claude's words: its chrome and the terminal's
-CHROME = [re.compile(p) for p in (
-    r"\x1b", r"[\x00-\x08\x0b-\x1f]",              # escape sequences, control bytes
-    r"^\s*[❯>]", r"^[─━═╌]{5,}",                    # the prompt, the rules around it
-    r"^\s*[✻✶✢✳✽✺·◐◑◒◓]\s",                        # spinners, "Worked for 1s", effort
-    r"^\s*\*\s+\S+…",                                # the spinner "* Sock-hopping…"
-    r"esc to interrupt", r"shift\+tab", r"\? for shortcuts", r"focus-events",
-    r"Do you want to proceed", r"Waiting for permission",   # its permission menu
-    r"Esc to cancel", r"^\s*\d\. (Yes|No)", r"Yes, and ", r"Run the requested command",
-    r"^\s*Tip:", r"Tip: ",                                  # tips
-    r"Claude Code v\d", r"[▐▛▜▝▘]{2}", r"^▎", r"Auto mode (is now|lets)",  # start notices
-)]
+HEIGHT = 30
+# the last line of every long reply: on screen, the reply has been rendered in full
+END = "46 lines in all."
 
 
 def sidecar_executable() -> list[str]:
@@ -68,9 +76,19 @@ class FakeAnthropic:
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
     def conversation(self) -> list[dict[str, Any]]:
-        """The main-loop requests: /v1/messages calls that offer Claude its tools."""
-        return [r for r in self.requests() if r["path"] == "/v1/messages"
-                and isinstance(r["body"], dict) and r["body"].get("tools")]
+        """The main-conversation requests (those that offer tools), turn 1, 2, 3..."""
+        return [r for r in self.requests() if "turn" in r]
+
+    def expected(self, turn: int) -> str:
+        """What the stand-in answered in main turn ``turn``, from the prompt it logged."""
+        request = next(r for r in self.conversation() if r["turn"] == turn)
+        return long_reply(last_user_text(request["body"]), turn)
+
+    def release(self) -> None:
+        """Let the replies held for a "take your time" prompt go."""
+        req = urllib.request.Request(f"{self.url}/_test/release", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            assert json.load(answer) == {"released": True}
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -97,8 +115,17 @@ def fake_api(csp_env: CspEnv) -> Iterator[FakeAnthropic]:
     api.stop()
 
 
+def user_hook_log(env: CspEnv) -> Path:
+    return env.root / "users-own-stop-hook.jsonl"
+
+
 def claude_env(csp_env: CspEnv, api: FakeAnthropic, project: Path) -> dict[str, str]:
-    """A private HOME with the first-run screens answered, pointed at the stand-in API."""
+    """A private HOME with the first-run screens answered, pointed at the stand-in API.
+
+    Its ``~/.claude/settings.json`` has a Stop hook of the user's own, which
+    appends the event's JSON to :func:`user_hook_log`: csp's hooks must not
+    replace it.
+    """
     home = csp_env.root / "home"
     home.mkdir()
     state = {
@@ -107,7 +134,11 @@ def claude_env(csp_env: CspEnv, api: FakeAnthropic, project: Path) -> dict[str, 
         "projects": {str(project): {"hasTrustDialogAccepted": True}},  # the folder trust screen
     }
     (home / ".claude.json").write_text(json.dumps(state))
-    # no ~/.claude/settings.json: its defaults, tips under the spinner included
+    log = shlex.quote(str(user_hook_log(csp_env)))
+    settings = {"hooks": {"Stop": [{"hooks": [
+        {"type": "command", "command": f"tr -d '\\n' >> {log}; echo >> {log}"}]}]}}
+    (home / ".claude").mkdir()
+    (home / ".claude" / "settings.json").write_text(json.dumps(settings))
     return {
         "HOME": str(home),
         "ANTHROPIC_BASE_URL": api.url,
@@ -134,7 +165,7 @@ def claude_pane(csp_env: CspEnv, tmux: TmuxServer, api: FakeAnthropic, *args: st
     command = ["env", *(f"{k}={v}" for k, v in env.items()),
                *sidecar_executable(), "--name", "claude", "--", "claude", *args]
     return tmux.new_pane(f"cd {shlex.quote(str(project))} && {shlex.join(command)}",
-                         width=width, height=30)
+                         width=width, height=HEIGHT)
 
 
 def start_claude(csp_env: CspEnv, tmux: TmuxServer, api: FakeAnthropic,
@@ -154,22 +185,27 @@ def agent(env: CspEnv) -> dict[str, Any]:
     return next((dict(a) for a in json.loads(r.stdout) if a["name"] == "claude"), {})
 
 
-def outputs(env: CspEnv) -> list[dict[str, Any]]:
+def said(env: CspEnv) -> list[dict[str, Any]]:
+    """Everything claude has posted, oldest first."""
     r = env.cspctl("history", "--json", "--limit", "500")
     assert r.returncode == 0, r.stderr
-    return [m for m in json.loads(r.stdout) if m["kind"] == "output" and m["from"] == "claude"]
+    return [m for m in json.loads(r.stdout) if m["from"] == "claude"]
 
 
-def shared_text(env: CspEnv) -> str:
-    return "\n".join(str(m["content"]) for m in outputs(env))
+def send(env: CspEnv, *args: str) -> None:
+    r = env.cspctl("send", *args)
+    assert r.returncode == 0, r.stderr
 
 
-def wait_shared(env: CspEnv, *needles: str) -> str:
-    """All of claude's shared output, once every needle is in it."""
-    def ready() -> str:
-        text = shared_text(env)
-        return text if all(n in text for n in needles) else ""
-    return wait_for(ready, timeout=20, what=f"{needles} in cspctl history")
+def wait_said(env: CspEnv, count: int, pane: Pane, timeout: float = 30) -> list[dict[str, Any]]:
+    """Claude's posts, once there are ``count`` of them."""
+    def enough() -> list[dict[str, Any]]:
+        posts = said(env)
+        return posts if len(posts) >= count else []
+    try:
+        return wait_for(enough, timeout=timeout, what=f"{count} post(s) from claude")
+    except AssertionError:
+        raise AssertionError(f"posts: {said(env)}\nscreen:\n{pane.screen()}") from None
 
 
 def wait_calls(api: FakeAnthropic, count: int) -> list[dict[str, Any]]:
@@ -179,139 +215,209 @@ def wait_calls(api: FakeAnthropic, count: int) -> list[dict[str, Any]]:
     return wait_for(enough, timeout=30, what=f"{count} conversation call(s) to the API")
 
 
-def user_texts(request: dict[str, Any]) -> list[str]:
-    """Every user text block of a request, Claude Code's <system-reminder>s left out."""
+def tagged_prompts(request: dict[str, Any]) -> list[str]:
+    """Every user text of a request that holds a csp message, in order."""
     return [t for m in request["body"]["messages"] if m["role"] == "user"
-            for t in fake_user_texts(m)]
+            for t in fake_user_texts(m) if TAG in t]
 
 
-def unwrap_paste(text: str) -> str:
-    """Claude Code 2.1 hands a large paste to the model as <pasted_content id=...>...</...>."""
-    m = re.fullmatch(r'\s*<pasted_content id="[^"]*">\n(.*)\n</pasted_content id="[^"]*">\s*',
-                     text, re.DOTALL)
-    return m.group(1) if m else text
+def title(pane: Pane) -> str:
+    """What the sidecar shows in the pane's border (``cspctl attach``) and title."""
+    return pane.info("#{@csp_title}")
 
 
-def assert_clean(text: str, sent: str) -> None:
-    for line in text.splitlines():
-        for pattern in CHROME:
-            assert not pattern.search(line), f"chrome {pattern.pattern!r} shared: {line!r}"
-    for line in sent.splitlines():
-        if line.strip():
-            assert line.strip() not in [x.strip() for x in text.splitlines()], \
-                f"echo of the injected prompt shared: {line!r}"
+def turn_done(screen: str) -> bool:
+    """Claude Code's turn is over: its spinner gave way to "✻ Churned for 2s · done …"."""
+    return (re.search(r"^\s*✻ .* · done", screen, re.MULTILINE) is not None
+            and "esc to interrupt" not in screen and "Stop hooks" not in screen)
 
 
-def test_group_message_is_one_prompt_and_the_reply_is_shared_clean(
+def settings_timeout(settings: dict[str, Any]) -> float:
+    """The longest time Claude Code gives one of csp's hooks (seconds)."""
+    return max(float(h["timeout"]) for entries in settings["hooks"].values()
+               for entry in entries for h in entry["hooks"])
+
+
+def resize(tmux: TmuxServer, pane: Pane, width: int) -> None:
+    tmux.run("resize-window", "-t", pane.target.split(":")[0], "-x", str(width),
+             "-y", str(HEIGHT))
+    wait_for(lambda: pane.info("#{pane_width}") == str(width), what=f"the pane {width} wide")
+
+
+@pytest.mark.parametrize("width", [40, 66, 200])
+def test_each_reply_is_shared_word_for_word_once_at_any_width(
+        width: int, claude: str, csp_env: CspEnv, gateway: GatewayProcess,
+        tmux: TmuxServer, fake_api: FakeAnthropic) -> None:
+    pane = start_claude(csp_env, tmux, fake_api, width=width)
+    questions = ["question one", "question two\nwith a second line", "question three"]
+    for turn, question in enumerate(questions, 1):
+        send(csp_env, "@claude", question)
+        posts = wait_said(csp_env, turn, pane)
+        # one prompt per message: Claude Code asked "the model" once, the message its prompt
+        calls = fake_api.conversation()
+        assert [c["turn"] for c in calls] == list(range(1, turn + 1))
+        assert last_user_text(calls[-1]["body"]) == f"{TAG} {question}"
+        assert tagged_prompts(calls[-1]) == [f"{TAG} {q}" for q in questions[:turn]]
+        # its reply, word for word: markdown, long lines and the line quoting the prompt
+        assert [(m["kind"], m["content"]) for m in posts] == [
+            ("output", fake_api.expected(n)) for n in range(1, turn + 1)]
+        assert posts[-1]["content"] == long_reply(f"{TAG} {question}", turn)
+        # ready again at once (its Stop hook said so), for the next message
+        wait_for(lambda: agent(csp_env).get("state") == "ready", what="ready again")
+
+    # resized twice (Claude Code redraws what it shows): nothing new is posted; the
+    # next message's reply is the only post after them
+    for new_width in (width + 37, max(30, width - 17)):
+        resize(tmux, pane, new_width)
+    send(csp_env, "@claude", "question four")
+    posts = wait_said(csp_env, 4, pane)
+    assert [m["content"] for m in posts] == [fake_api.expected(n) for n in range(1, 5)]
+    assert posts[-1]["content"] == long_reply(f"{TAG} question four", 4)
+    assert len(fake_api.conversation()) == 4
+
+    # the user's own Stop hook ran at the end of every turn, next to csp's
+    ran = [json.loads(line) for line in user_hook_log(csp_env).read_text().splitlines()]
+    assert [e.get("last_assistant_message") for e in ran] == [m["content"] for m in posts]
+
+
+def test_a_message_sent_while_claude_works_waits_for_its_turn_to_end(
         claude: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
         fake_api: FakeAnthropic) -> None:
-    pane = start_claude(csp_env, tmux, fake_api)
-    body = "please answer briefly\nthe second line\nand a third one"
-    assert csp_env.cspctl("send", "@claude", body).returncode == 0
-
-    # Claude Code asked "the model" once, with the whole message as one user prompt
-    first = wait_calls(fake_api, 1)
-    prompts = [t for t in user_texts(first[-1]) if "please answer" in t or "second line" in t]
-    assert prompts == [f"{TAG} {body}"], prompts
-
-    # its reply reaches the room as clean output text from claude
-    expected = f"ECHO: {TAG} please answer briefly / the second line / and a third one"
-    try:
-        shared = wait_shared(csp_env, expected, "(3 lines received)")
-    except AssertionError:
-        raise AssertionError(f"reply not shared: {outputs(csp_env)}\nscreen:\n"
-                             f"{pane.screen()}") from None
-    assert_clean(shared, f"{TAG} {body}")
-    assert shared.count(expected) == 1  # shared once, not once per redraw
-    assert len(fake_api.conversation()) == 1  # the Enter submitted it exactly once
-
-    # and it is ready for the next one: a long message (a paste Claude Code folds into
-    # "[Pasted text #1 +29 lines]", the case where an early Enter gets swallowed) is
-    # again one prompt
-    wait_for(lambda: agent(csp_env).get("state") == "ready", timeout=20, what="ready again")
-    long = "\n".join(f"row {i:02d} of a long message: " + "x" * 40 for i in range(30))
-    assert csp_env.cspctl("send", "@claude", long).returncode == 0
-    second = wait_calls(fake_api, 2)
-    tagged = [unwrap_paste(t) for t in user_texts(second[-1]) if TAG in t]
-    assert tagged == [f"{TAG} {body}", f"{TAG} {long}"]
-    shared = wait_shared(csp_env, "row 29 of a long message", "lines received)")
-    assert_clean(shared, f"{TAG} {body}\n{long}")
-    assert len(fake_api.conversation()) == 2
-
-def test_a_message_sent_while_claude_works_waits_for_its_reply(
-        claude: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
-        fake_api: FakeAnthropic) -> None:
-    # narrow, so that the tip Claude Code shows under its spinner from the second turn
-    # on ("⎿  Tip: …", tips are on by default) wraps onto a second line
-    pane = start_claude(csp_env, tmux, fake_api, width=64)
-    # the stand-in API holds both replies back for a few seconds
-    assert csp_env.cspctl("send", "@claude", f"please {SLOW_MARK}").returncode == 0
-    wait_calls(fake_api, 1)
+    pane = start_claude(csp_env, tmux, fake_api, width=66)
+    first = f"please {SLOW_MARK}"
+    send(csp_env, "@claude", first)
+    wait_calls(fake_api, 1)  # the stand-in holds its reply until released
     wait_for(lambda: agent(csp_env).get("state") == "busy", what="claude busy")
-    second = f"meanwhile, {SLOW_MARK}"
-    assert csp_env.cspctl("send", "@claude", second).returncode == 0
-    wait_for(lambda: agent(csp_env).get("queue") == 1, what="the second message queued")
-    # held back, not typed into its input while it works (the API answers seconds later)
-    assert "meanwhile" not in pane.screen()
-    pane.wait_text(f"ECHO: {TAG} please {SLOW_MARK}", timeout=20)
-    calls = wait_calls(fake_api, 2)
+    wait_for(lambda: title(pane).startswith("claude · busy"), what="busy in the pane title")
+    second = "meanwhile, one more thing"
+    send(csp_env, "@claude", second)
+    wait_for(lambda: (a := agent(csp_env)).get("queue") == 1
+             and a.get("reason") == "the agent is busy", what="the second message queued")
+    assert "meanwhile" not in pane.screen()  # not typed into its input while it works
+    # resized while it works: changes nothing of what it says
+    resize(tmux, pane, 90)
+    resize(tmux, pane, 52)
+    assert len(fake_api.conversation()) == 1
+    fake_api.release()
+    posts = wait_said(csp_env, 2, pane)
+    calls = fake_api.conversation()
     assert len(calls) == 2
-    tagged = [t for t in user_texts(calls[-1]) if TAG in t]
-    assert tagged == [f"{TAG} please {SLOW_MARK}", f"{TAG} {second}"]
-    shared = wait_shared(csp_env, f"ECHO: {TAG} {second}")
-    assert shared.index(f"ECHO: {TAG} please") < shared.index(f"ECHO: {TAG} meanwhile")
-    assert_clean(shared, f"{TAG} please {SLOW_MARK}")
-    # its two replies and nothing else: no tip, nor the line a tip wraps onto
-    said = {line.strip() for line in shared.splitlines() if line.strip()}
-    assert said == {f"ECHO: {TAG} please {SLOW_MARK}", f"ECHO: {TAG} {second}",
-                    "(1 line received)"}, shared
+    assert tagged_prompts(calls[-1]) == [f"{TAG} {first}", f"{TAG} {second}"]
+    assert [(m["kind"], m["content"]) for m in posts] == [
+        ("output", long_reply(f"{TAG} {first}", 1)), ("output", long_reply(f"{TAG} {second}", 2))]
+    wait_for(lambda: agent(csp_env).get("state") == "ready", what="ready again")
+    assert agent(csp_env).get("queue") == 0
 
 
-def test_a_message_never_answers_claudes_permission_prompt(
+def test_no_message_answers_a_permission_prompt_not_even_an_urgent_one(
         claude: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
         fake_api: FakeAnthropic) -> None:
     # "manual" permissions: Claude Code asks before running a command that writes
     # (its default, "auto" mode, lets a classifier decide, and let this one run)
     pane = start_claude(csp_env, tmux, fake_api, "--permission-mode", "default")
     made = csp_env.root / "project" / "made-by-tool"
-    assert csp_env.cspctl("send", "@claude", f"{RUN_MARK} touch {made.name}").returncode == 0
+    send(csp_env, "@claude", f"{RUN_MARK} touch {made.name}")
     pane.wait_text("Do you want to proceed?", timeout=30)  # its menu: " ❯ 1. Yes", ...
-    # a message now would pick the menu's entry if typed in (its Enter chooses "1. Yes")
-    assert csp_env.cspctl("send", "@claude", "2 more things, yes").returncode == 0
-    wait_for(lambda: agent(csp_env).get("queue") == 1, what="the message held back")
-    assert "Do you want to proceed?" in pane.screen()
+    wait_for(lambda: agent(csp_env).get("state") == "waiting", what="claude waiting")
+    wait_for(lambda: title(pane).startswith("claude · waiting"), what="waiting in the title")
+    # a message now would pick the menu's entry if typed in (its Enter chooses "1. Yes"),
+    # an urgent one as much as any other
+    send(csp_env, "@claude", "2 more things, yes")
+    send(csp_env, "@claude", "!stop, wrong branch")
+    wait_for(lambda: (a := agent(csp_env)).get("queue") == 2 and a.get("state") == "waiting"
+             and "waits for its human" in str(a.get("reason")), what="both messages held back")
+    screen = pane.screen()
+    assert "Do you want to proceed?" in screen and "wrong branch" not in screen, screen
     assert not made.exists()
-    # the human answers the menu (Esc: no); only then does the message go in, as a prompt
+    assert len(fake_api.conversation()) == 1
+    assert said(csp_env) == []  # the tool call is not shared (tool activity is off)
+    # the human answers the menu (Esc: no); only then do the messages go in, as one
+    # prompt, the urgent one first
     pane.send("Escape")
     calls = wait_calls(fake_api, 2)
-    tagged = [t for t in user_texts(calls[-1]) if TAG in t]
-    assert tagged[-1] == f"{TAG} 2 more things, yes"
+    assert tagged_prompts(calls[-1])[-1] == \
+        f"{TAG} stop, wrong branch\n\n{TAG} 2 more things, yes"
+    posts = wait_said(csp_env, 1, pane)
+    assert [(m["kind"], m["content"]) for m in posts] == [("output", fake_api.expected(2))]
     assert not made.exists()  # the command never ran
-    shared = wait_shared(csp_env, f"ECHO: {TAG} 2 more things, yes")
-    assert_clean(shared, f"{TAG} {RUN_MARK} touch {made.name}")
-    # nothing of the menu was shared, not even the command it showed on a line of its
-    # own; the tool call is, once, as the one line Claude Code keeps of it
-    lines = [line.strip() for line in shared.splitlines()]
-    assert f"touch {made.name}" not in lines
-    assert lines.count(f"Bash(touch {made.name})") == 1, shared
+    wait_for(lambda: agent(csp_env).get("state") == "ready", what="ready again")
 
 
-def test_an_approved_tool_call_is_shared_as_its_call_and_result_not_its_menu(
-        claude: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
-        fake_api: FakeAnthropic) -> None:
-    pane = start_claude(csp_env, tmux, fake_api, "--permission-mode", "default")
-    made = csp_env.root / "project" / "approved"
-    assert csp_env.cspctl("send", "@claude", f"{RUN_MARK} touch {made.name}").returncode == 0
-    pane.wait_text("Do you want to proceed?", timeout=30)
-    wait_for(lambda: agent(csp_env).get("state") == "busy", what="the menu counted as busy")
-    pane.send("Enter")  # the human picks "1. Yes"
-    shared = wait_shared(csp_env, "TOOL RESULT:")
-    assert made.exists()
-    assert_clean(shared, f"{TAG} {RUN_MARK} touch {made.name}")
-    said = [" ".join(line.split()) for line in shared.splitlines() if line.strip()]
-    # the call as one line, its outcome, and Claude's words about it: nothing of the menu
-    assert said == [f"Bash(touch {made.name})", "⎿ Done",
-                    "TOOL RESULT: (Bash completed with no output)"], shared
+def test_a_hook_with_no_sidecar_behind_it_returns_at_once(
+        claude: str, csp_env: CspEnv, tmux: TmuxServer, fake_api: FakeAnthropic,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Claude Code with csp's wiring, but its sidecar gone: the socket its hooks talk to
+    # is a dead one's (a file nobody listens on), as after a kill -9
+    dead = csp_env.root / "dead"
+    dead.mkdir(mode=0o700)
+    gone = dead / "claude.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(gone))
+    monkeypatch.setenv("XDG_CONFIG_HOME", csp_env.env["XDG_CONFIG_HOME"])  # shipped profile
+    profile = load_profile("claude")
+    project = csp_env.root / "project"
+    project.mkdir()
+    env = apply_to_env(profile, claude_env(csp_env, fake_api, project))
+    # csp-hook as the sidecar runs it, behind a line that notes each call (then execs it)
+    hook_calls = csp_env.root / "csp-hook-calls"
+    recorder = ("/bin/sh", "-c", f'echo "$*" >> {shlex.quote(str(hook_calls))}; exec "$@"', "sh")
+    wiring = wire(profile, RunFacts(agent="claude", hook_socket=gone, env=env,
+                                    command=["claude"], cwd=project,
+                                    hook_argv=(*recorder, *hook_argv())))
+    assert wiring.hooks is not None
+    env.update(wiring.env)
+    settings = json.loads(wiring.args[1])
+
+    # each hook command, run as Claude Code runs it (sh -c, the event's JSON on stdin),
+    # exits 0 and says nothing, long before Claude Code's timeout for it: whether the
+    # socket is a dead sidecar's, missing, or a hung sidecar's (it listens, never reads)
+    hung = dead / "hung.sock"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(hung))
+        listening.listen(1)
+        for path in (gone, dead / "missing.sock", hung):
+            for event in ("UserPromptSubmit", "Stop"):
+                (entry,) = settings["hooks"][event]
+                (hook,) = entry["hooks"]
+                payload = json.dumps({"hook_event_name": event, "session_id": "s",
+                                      "prompt": "x", "last_assistant_message": "y" * 1_000_000})
+                started = time.monotonic()
+                r = subprocess.run(["sh", "-c", hook["command"]], input=payload, text=True,
+                                   capture_output=True, timeout=30,
+                                   env={**os.environ, **env, SOCKET_ENV: str(path)})
+                took = time.monotonic() - started
+                assert (r.returncode, r.stdout) == (0, ""), (path, r)
+                assert took < hook["timeout"] / 2, f"{event} hook took {took:.1f}s on {path}"
+    hook_calls.unlink()
+
+    command = ["env", *(f"{k}={v}" for k, v in env.items()), *wiring.apply(["claude"])]
+    pane = tmux.new_pane(f"cd {shlex.quote(str(project))} && {shlex.join(command)}",
+                         width=100, height=HEIGHT)
+    # its input line, between two rules ("❯ " in column 0)
+    wait_for(lambda: any(line.startswith("❯") for line in pane.screen().splitlines()),
+             timeout=40, what="Claude Code's input line")
+    for turn, question in enumerate(["hello without a sidecar", "and again"], 1):
+        pane.type(question)
+        pane.wait_text(question)
+        pane.send("Enter")
+        # the stand-in got it (UserPromptSubmit's hook did not hold the prompt up), and
+        # Claude Code shows the whole reply
+        calls = wait_calls(fake_api, turn)
+        assert last_user_text(calls[-1]["body"]) == question
+        try:
+            pane.wait_text(f"End of turn {turn}: {END}", timeout=30)
+            # then runs its Stop hooks, csp's and the user's ("running Stop hooks… 0/2"
+            # under the spinner), and the turn is done ("✻ Churned for 0s · done"): well
+            # within the hooks' timeout, which a csp-hook waiting for its sidecar would use up
+            wait_for(lambda: turn_done(pane.screen()), timeout=settings_timeout(settings),
+                     what=f"turn {turn} to be done")
+        except AssertionError:
+            raise AssertionError(pane.screen()) from None
+    # csp's hooks ran (and returned), and the user's own Stop hook next to them
+    events = [line.split()[-1] for line in hook_calls.read_text().splitlines()]
+    assert events.count("UserPromptSubmit") == 2 and events.count("Stop") == 2, events
+    assert len(user_hook_log(csp_env).read_text().splitlines()) == 2
+    assert "hook" not in pane.screen().lower()  # no hook error shown
 
 
 def test_its_onboarding_screens_are_not_shared(
@@ -322,10 +428,17 @@ def test_its_onboarding_screens_are_not_shared(
     pane = claude_pane(csp_env, tmux, fake_api, onboarded=False)
     pane.wait_text("Choose the text style", timeout=30)
     assert agent(csp_env).get("state") != "ready"
-    # Ctrl-C until it exits; the sidecar captures a last time and posts it before it ends
+    # Ctrl-C until it exits (and no more: the shell around the sidecar would take it)
+    sidecar = Path(f"/proc/{pane.pid}")
+
+    def gone() -> bool:
+        if not sidecar.exists():
+            return True
+        pane.send("C-c")
+        return False
     try:
-        wait_for(lambda: pane.status_file.exists() or pane.send("C-c"), timeout=20,
-                 interval=0.5, what="claude and its sidecar to exit")
+        wait_for(gone, timeout=20, interval=0.5, what="claude and its sidecar to exit")
     except AssertionError:
         raise AssertionError(pane.screen()) from None
-    assert outputs(csp_env) == []
+    wait_for(lambda: agent(csp_env).get("online") is False, what="claude offline")
+    assert said(csp_env) == []

@@ -17,12 +17,15 @@ Codex gives it.  Skips when ``codex`` is not installed.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
-import time
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,9 +154,13 @@ class Run:
         """Send "question n"; return the reply Codex got (n-th main request), once shared."""
         before = len(self.outputs())
         assert self.env.cspctl("send", f"@{NAME}", f"question {n}").returncode == 0
+
+        def more() -> list[str]:
+            shared = self.outputs()
+            return shared if len(shared) > before else []
+
         try:
-            shared = wait_for(lambda: len(o := self.outputs()) > before and o, timeout=30,
-                              what=f"the reply to question {n} in cspctl history")
+            shared = wait_for(more, timeout=30, what=f"the reply to question {n} in history")
         except AssertionError as exc:
             raise AssertionError(f"{exc}{self.diagnose()}") from None
         mains = self.api.requests("main")
@@ -164,55 +171,83 @@ class Run:
         assert shared[before:] == [expected], f"turn {n} shared:\n{shared[before:]}"
         return expected
 
+    def codex_argv(self) -> list[str]:
+        """The argv of the agent's process: ``env`` has exec'd node running codex."""
+        raw = Path(f"/proc/{self.agent()['pid']}/cmdline").read_bytes()
+        return [os.fsdecode(word) for word in raw.split(b"\0")[:-1]]
+
+    def codex_size(self) -> tuple[int, int]:
+        """(columns, rows) of the agent's own terminal, the sidecar's PTY."""
+        tty = os.readlink(f"/proc/{self.agent()['pid']}/fd/0")
+        fd = os.open(tty, os.O_RDONLY | os.O_NOCTTY)
+        try:
+            rows, cols, _, _ = struct.unpack(
+                "4H", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+        finally:
+            os.close(fd)
+        return cols, rows
+
     def resize(self, width: int, height: int) -> None:
+        """Resize the tmux window; wait until the sidecar has passed the size on to Codex."""
         self.tmux.run("resize-window", "-t", self.session, "-x", str(width), "-y", str(height))
-        wait_for(lambda: self.pane.info("#{pane_width}x#{pane_height}") == f"{width}x{height}",
-                 what=f"the pane at {width}x{height}")
+        wait_for(lambda: self.codex_size() == (width, height),
+                 what=f"Codex's terminal at {width}x{height}")
 
 
 @pytest.mark.parametrize("width", [40, 66, 200])
 def test_each_reply_is_shared_word_for_word_once(
         codex: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
         fake_api: FakeOpenAI, width: int) -> None:
-    start = time.monotonic()
     run = Run(csp_env, tmux, fake_api, width)
     run.wait_ready("Codex to be ready")
-    ready_after = time.monotonic() - start
-    # the profile's args went after `codex`, not after `env`
-    assert run.agent()["command"].endswith(" codex") or "codex" in run.agent()["command"]
+    # `env` ran Codex with the profile's arguments and csp's notify after `codex` itself
+    argv = run.codex_argv()
+    after = argv[next(i for i, w in enumerate(argv) if w.endswith("/codex")) + 1:]
+    assert {"--no-alt-screen", "--no-daemon"} <= set(after), argv
+    assert any(w.startswith("notify=") and "hook_cmd" in w for w in after), argv
 
     replies = []
     for n in range(1, TURNS + 1):
         if n > 1:
             run.wait_ready(f"Codex ready for question {n}", timeout=20)
         replies.append(run.ask(n))
-    assert run.outputs() == replies  # each once, nothing else (no chrome, no title)
+    assert run.outputs() == replies  # each once, and nothing else: no chrome, no echo
 
-    # Codex generated a title on the side; its notify was not taken for a reply
+    # Codex generated a title on the side (its notify fires for it too): not shared
     assert fake_api.requests("side"), "Codex asked for no title: the side case went untested"
     assert not any(SIDE_REPLY in o for o in run.outputs())
 
-    # two resizes make Codex redraw everything; nothing of that is posted: the next
-    # output after them is the next reply, and only it
+    # two resizes: Codex redraws its whole history at each width; none of that is
+    # posted: the next output after them is the next reply, and only it
     run.resize(max(30, width // 2), 20)
     run.resize(width + 17, 35)
     run.wait_ready("Codex ready after the resizes", timeout=20)
     replies.append(run.ask(TURNS + 1))
     assert run.outputs() == replies
 
-    # the user's own notify program ran for every turn, with the argv Codex gives it:
-    # its own arguments, then the turn's JSON (the title turn's too)
-    def all_notified() -> list[list[str]]:
+
+@pytest.mark.xfail(strict=True, reason=(
+    "sidecar bug: the notify wiring reads the user's config.toml from the sidecar's own "
+    "CODEX_HOME/HOME, not from the `env VAR=...` in front of codex, so the user's notify "
+    "is replaced, not chained"))
+def test_the_users_own_notify_program_still_runs(
+        codex: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
+        fake_api: FakeOpenAI) -> None:
+    # the user set `notify = [python, user_notify.py, LOG, "users-own-arg"]` in the
+    # config.toml of the CODEX_HOME given to codex (through `env`, as above)
+    run = Run(csp_env, tmux, fake_api, 100)
+    run.wait_ready("Codex to be ready")
+    reply = run.ask(1)
+
+    def notified() -> list[list[str]]:
         got = run.user_notified()
         said = [json.loads(argv[-1]).get("last-assistant-message") for argv in got]
-        return got if all(r in said for r in replies) else []
+        return got if reply in said else []
 
     try:
-        notified = wait_for(all_notified, timeout=10, what="the user's notify for every turn")
+        got = wait_for(notified, timeout=10, what="the user's notify program to run")
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {run.user_notified()}{run.diagnose()}") from None
-    assert all(len(argv) == 2 and argv[0] == USER_NOTIFY_ARG for argv in notified), notified
-    turns = [json.loads(argv[-1]) for argv in notified]
-    assert all(t.get("type") == "agent-turn-complete" for t in turns), turns
-    print(f"\nwidth {width}: ready after {ready_after:.1f}s, "
-          f"done after {time.monotonic() - start:.1f}s")
+    # with the argv Codex gives it: its own arguments, then the turn's JSON
+    assert all(len(argv) == 2 and argv[0] == USER_NOTIFY_ARG for argv in got), got
+    assert all(json.loads(argv[1]).get("type") == "agent-turn-complete" for argv in got), got

@@ -75,7 +75,7 @@ async def test_name_appears_and_interface_introspects(
     for method, sig in (("Pause", "-"), ("Resume", "-"), ("Inject", "s"), ("Interrupt", "-")):
         assert members[f".{method}"][:3] == ["method", sig, "-"], r.stdout
     for name, sig in (("Name", "s"), ("Profile", "s"), ("Room", "s"), ("Command", "as"),
-                      ("Pid", "u"), ("State", "s"), ("QueueLength", "u"),
+                      ("Pid", "u"), ("State", "s"), ("Reason", "s"), ("QueueLength", "u"),
                       ("LastActivity", "t")):
         assert members[f".{name}"][:2] == ["property", sig], r.stdout
         assert "emits-change" in members[f".{name}"], r.stdout
@@ -92,6 +92,7 @@ async def test_properties_read_back(bus: PrivateBus,
     assert await prop(bus, "Pid") == "u 4242"
     assert await prop(bus, "State") == 's "ready"'
     assert await prop(bus, "QueueLength") == "u 0"
+    assert await prop(bus, "Reason") == 's ""'
     assert await prop(bus, "LastActivity") == f"t {usec(control.last_activity)}"
     assert usec(control.last_activity) > 1_600_000_000 * 1_000_000
 

@@ -18,8 +18,11 @@ events in the order the real API uses (message_start, content_block_start,
 ping, content_block_delta..., content_block_stop, message_delta, message_stop).
 A prompt with a line ``RUN: <command>`` is answered with a Bash tool call, and
 the tool's result with ``TOOL RESULT: <its first line>`` (both count as turns).
-A prompt containing ``take your time`` is answered slowly (the stream pauses
-for ``SLOW_SECONDS`` before its first word), so a test can watch the CLI busy.
+A prompt containing ``take your time`` is held: its stream starts, then waits
+before its first word until the test lets go (``POST /_test/release``, which
+also lets every later such prompt through; ``POST /_test/hold`` holds them
+again), or ``HOLD_MAX_SECONDS`` pass, so a test can watch the CLI busy for as
+long as it needs, without racing a timer.
 ``count_tokens`` and ``GET /v1/models`` answer plausibly; anything else is
 logged and answered with an empty JSON object, so a new CLI version that
 calls something new shows up in the log instead of hanging.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import signal
@@ -46,7 +50,8 @@ TURNS_KEY = web.AppKey("turns", list[int])
 _ids = itertools.count(1)
 SLOW_MARK = "take your time"
 RUN_MARK = "RUN:"
-SLOW_SECONDS = 3.0
+HOLD_MAX_SECONDS = 120.0
+RELEASE_KEY = web.AppKey("release", asyncio.Event)
 _HEADERS = ("user-agent", "anthropic-version", "anthropic-beta", "x-api-key", "authorization")
 
 
@@ -194,7 +199,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     await response.write(_sse("message_start", {"type": "message_start", "message": message}))
     await response.write(_sse("ping", {"type": "ping"}))
     if SLOW_MARK in last_user_text(body) and not _tool_results(body):
-        await asyncio.sleep(SLOW_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(request.app[RELEASE_KEY].wait(), HOLD_MAX_SECONDS)
     for index, block in enumerate(blocks):
         for event in _block_events(index, block):
             await response.write(_sse(event["type"], event))
@@ -236,6 +242,16 @@ async def models(request: web.Request) -> web.Response:
                               "first_id": data[0]["id"], "last_id": data[-1]["id"]})
 
 
+async def release(request: web.Request) -> web.Response:
+    """The test lets held replies go (``/_test/release``) or holds them again."""
+    await _record(request)
+    if request.path.endswith("/release"):
+        request.app[RELEASE_KEY].set()
+    else:
+        request.app[RELEASE_KEY].clear()
+    return web.json_response({"released": request.app[RELEASE_KEY].is_set()})
+
+
 async def anything_else(request: web.Request) -> web.Response:
     await _record(request)
     return web.json_response({})
@@ -245,9 +261,12 @@ def make_app(log: Path) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[LOG_KEY] = log
     app[TURNS_KEY] = [0]  # main-conversation requests so far
+    app[RELEASE_KEY] = asyncio.Event()
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/v1/models", models)
+    app.router.add_post("/_test/release", release)
+    app.router.add_post("/_test/hold", release)
     app.router.add_route("*", "/{tail:.*}", anything_else)
     return app
 

@@ -6,7 +6,7 @@ import re
 
 import pyte
 import pytest
-from csp_sidecar.screen import CaptureScreen, ScreenModel
+from csp_sidecar.screen import CaptureScreen, Row, ScreenModel, join_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -212,3 +212,131 @@ def test_a_flood_is_emulated_only_at_its_end_but_modes_are_all_seen() -> None:
     assert m.dropped > 0  # most of the flood was never emulated...
     assert m.bracketed_paste  # ...but its mode switches were all seen
     assert m.lines()[-2:] == ["flood line 59999", "the end"]  # and the screen it left is right
+
+
+# -- soft wraps, history, resize: what capture reads ------------------------------
+
+
+def _rows(m: ScreenModel, start: int = 0) -> list[Row]:
+    return m.read_rows(start).rows
+
+
+def _joined(rows: list[Row]) -> list[str]:
+    """The lines rows show, soft-wrapped rows joined."""
+    lines: list[list[Row]] = []
+    for row in rows:
+        if row.wrapped and lines:
+            lines[-1].append(row)
+        else:
+            lines.append([row])
+    return [join_rows(group) for group in lines]
+
+
+def test_rows_the_cursor_wrapped_into_are_marked() -> None:
+    m = ScreenModel(5, 10)
+    m.feed(b"a" * 25 + b"\r\n" + b"b" * 10 + b"\r\nc")
+    assert [(r.text, r.wrapped) for r in m.read_rows(0).rows] == [
+        ("a" * 10, False), ("a" * 10, True), ("a" * 5, True), ("b" * 10, False), ("c", False)]
+
+
+def test_a_wrap_mark_scrolls_into_the_history_with_its_row() -> None:
+    m = ScreenModel(2, 10)
+    m.feed(b"x" * 10 + b" word" + b"\r\nnext\r\n")
+    read = m.read_rows(0)
+    assert read.first == 0 and read.top == 2
+    assert _joined(read.rows) == ["x" * 10 + " word", "next", ""]
+
+
+def test_blanks_at_a_wrap_are_kept_when_joined() -> None:
+    m = ScreenModel(3, 10)
+    m.feed(b"123456789 after\r\n")  # the blank falls in the last column
+    assert _joined(_rows(m))[0] == "123456789 after"
+
+
+def test_erasing_a_row_or_moving_rows_ends_its_wrap() -> None:
+    m = ScreenModel(6, 10)
+    m.feed(b"a" * 15 + b"\r\n" + b"b" * 15)
+    assert [r.wrapped for r in _rows(m)][:4] == [False, True, False, True]
+    m.feed(b"\x1b[2K")  # the cursor's row: erased
+    assert [r.wrapped for r in _rows(m)][:4] == [False, True, False, False]
+    m.feed(b"\x1b[2;1H\x1b[L")  # a line inserted between a row and its wrap
+    assert [r.wrapped for r in _rows(m)][:4] == [False, False, False, False]
+
+
+def test_a_full_clear_is_reported_once_where_it_happened() -> None:
+    m = ScreenModel(3, 10)
+    m.feed(b"1\r\n2\r\n3\r\n4")
+    assert m.read_rows(0).broken is None
+    m.feed(b"\x1b[2J\x1b[Hredrawn")
+    assert m.read_rows(0).broken == 1  # row 0 had scrolled off before it
+    assert m.read_rows(0).broken is None
+    m.feed(b"\r\n\x1b[H\x1b[J")  # erase from home: the same
+    assert m.read_rows(0).broken == 1
+
+
+@settings(max_examples=200)
+@given(st.lists(st.text(st.sampled_from("ab ."), max_size=70), min_size=1, max_size=12),
+       st.integers(3, 30), st.integers(2, 8), st.integers(3, 30), st.integers(2, 8))
+def test_a_resize_rewraps_and_keeps_every_line(lines: list[str], cols: int, rows: int,
+                                               cols2: int, rows2: int) -> None:
+    m = ScreenModel(rows, cols)
+    m.feed("\r\n".join(lines).encode())
+    before = _joined(_rows(m))
+    cursor_line = len(_joined(_rows(m)[:m.read_rows(0).cursor + 1])) - 1
+    m.resize(rows2, cols2)
+    after = _joined(_rows(m))
+    assert [line for line in after if line] == [line for line in before if line]
+    read = m.read_rows(0)
+    assert len(_joined(read.rows[:read.cursor + 1])) - 1 == cursor_line  # same line
+    m.feed(b"!")  # and the cursor is where the text ends
+    assert _joined(_rows(m))[cursor_line] == (lines[-1] + "!").rstrip()
+
+
+def test_a_resize_moves_the_cursor_with_its_text() -> None:
+    m = ScreenModel(4, 10)
+    m.feed(b"> " + b"x" * 15)
+    m.resize(4, 40)
+    assert m.lines()[0] == "> " + "x" * 15 and m.cursor_row == 0
+    m.feed(b"!")
+    assert m.lines()[0] == "> " + "x" * 15 + "!"
+    m.resize(3, 5)  # narrower: the top of the line goes to the history
+    assert _joined(_rows(m)) == ["> " + "x" * 15 + "!"]
+    assert m.screen.scrolled_total == 1 and m.cursor_row == 2
+
+
+def test_the_alternate_screen_is_a_buffer_of_its_own() -> None:
+    m = ScreenModel(3, 20)
+    m.feed(b"main 1\r\nmain 2\r\n\x1b[?1049h\x1b[H")
+    assert m.in_alternate and m.lines() == ["", "", ""]
+    m.feed(b"".join(b"app %d\r\n" % i for i in range(10)))
+    assert m.screen.scrolled_total == 0  # its scrolling keeps nothing
+    m.feed(b"\x1b[?1049l")
+    assert not m.in_alternate and m.lines() == ["main 1", "main 2", ""]
+    assert m.cursor_row == 2
+
+
+def test_concealed_text_is_drawn_as_blanks() -> None:
+    m = ScreenModel(3, 40)
+    m.feed("a \x1b[8msecret 日本\x1b[28m b \x1b[1;8mx\x1b[0m c \x1b[38;5;8mgrey".encode())
+    assert m.lines()[0] == "a" + " " * 13 + "b   c grey"
+
+
+_PLAIN_LINES = st.lists(st.sampled_from([
+    "", "short", "x" * 37, "a line that wraps at most widths used here " * 2, "é ü Ω",
+    "\x1b[31mred\x1b[0m text", "\x1b[1mbold \x1b[32mgreen", "\x1b[m", "tab\there", "日本",
+]), max_size=60)
+
+
+@settings(max_examples=200)
+@given(_PLAIN_LINES, st.integers(3, 30), st.integers(2, 8), st.booleans())
+def test_plain_lines_skip_pyte_but_end_as_pyte_would(lines: list[str], cols: int, rows: int,
+                                                     prompt: bool) -> None:
+    text = ("> " if prompt else "") + "\r\n".join(lines) + "\r\nend"
+    fast = ScreenModel(rows, cols)
+    fast.feed(text.encode())
+    slow = CaptureScreen(cols, rows)
+    pyte.Stream(slow).feed(text)
+    assert fast.lines() == slow.text_lines()
+    assert fast.screen.history == slow.history
+    assert fast.screen.wrapped == slow.wrapped
+    assert fast.screen.cursor.attrs == slow.cursor.attrs
