@@ -389,3 +389,37 @@ def locate(command: list[str]) -> Located:
 def locate_program(command: list[str]) -> int | None:
     """The index of the CLI's own program in ``command``, or None when a wrapper hides it."""
     return locate(command).index
+
+
+def env_after_wrappers(command: list[str], env: dict[str, str]) -> dict[str, str]:
+    """The environment the CLI itself gets: ``env``'s assignments and removals in front of
+    its program applied (``env -i HOME=/x CODEX_HOME=/y codex``), so what the sidecar reads
+    for it (its config, its home) is what the CLI will read."""
+    at = locate_program(command)
+    out = dict(env)
+    i = 0
+    while i < (at if at is not None else len(command)):
+        if program_name(command[i]) != "env":
+            i += 1
+            continue
+        i += 1
+        while i < len(command):
+            word = command[i]
+            if word in ("-i", "--ignore-environment", "-"):
+                out.clear()
+            elif word in ("-u", "--unset") and i + 1 < len(command):
+                i += 1
+                out.pop(command[i], None)
+            elif word.startswith("--unset="):
+                out.pop(word.split("=", 1)[1], None)
+            elif word.startswith("-u") and len(word) > 2:
+                out.pop(word[2:], None)
+            elif word in ("-C", "--chdir") and i + 1 < len(command):
+                i += 1
+            elif "=" in word and not word.startswith(("=", "-")):
+                name, value = word.split("=", 1)
+                out[name] = value
+            elif not word.startswith("-") or word == "--":
+                break
+            i += 1
+    return out

@@ -32,7 +32,7 @@ from cspd.protocol import Message, now_iso
 
 from .agent_process import AgentProcess
 from .capture import Capture
-from .command import locate_program
+from .command import env_after_wrappers, locate_program
 from .control import ChangeListener
 from .delivery import Delivery, Facts
 from .foreground import ForegroundCheck
@@ -390,7 +390,8 @@ class Sidecar:
         """Ask the CLI to report its turns, for this run only (never in the user's files)."""
         if not self.reported:
             return None
-        env = apply_to_env(self.profile_obj, {**os.environ, **self.options.env})
+        env = env_after_wrappers(
+            self.command, apply_to_env(self.profile_obj, {**os.environ, **self.options.env}))
         wiring = wire(self.profile_obj, RunFacts(
             agent=self.name, hook_socket=socket_path(self.name), env=env,
             command=self.command, cwd=self.options.cwd or os.getcwd(), session=self.session))

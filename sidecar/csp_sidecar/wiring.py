@@ -296,7 +296,7 @@ def _settings_hooks(reports: Mapping[str, Any], run: RunFacts, source: str) -> W
     default_timeout = reports.get("hook_timeout", DEFAULT_HOOK_TIMEOUT)
     if mode not in ("stdin", "argv") or type(default_timeout) is not int:
         raise ConfigError(f"{source}: 'payload' must be stdin or argv, 'hook_timeout' an int")
-    ours = claude_hooks(spec, run.hook_argv, f"--{mode}", default_timeout)
+    ours = claude_hooks(spec, _hook_command(run), f"--{mode}", default_timeout)
     env = {SOCKET_ENV: str(run.hook_socket)}
     users = _option_values(list(run.command[1:]), [flag])
     if not users:
@@ -311,6 +311,12 @@ def _settings_hooks(reports: Mapping[str, Any], run: RunFacts, source: str) -> W
     path = _private_file(run, f"{run.agent}.settings.json", json.dumps(merged, ensure_ascii=False))
     return Wiring(args=[flag, str(path)], env=env, hooks=spec, takes=(Taken((flag,)),),
                   files=[path], notes=[f"your {flag} is merged with csp's hooks in {path}"])
+
+
+def _hook_command(run: RunFacts) -> list[str]:
+    """csp-hook with its socket named on its command line: an ``env -i`` or ``env -u`` in
+    front of the CLI may drop ``CSP_HOOK_SOCKET`` from its environment."""
+    return [*run.hook_argv, "--socket", str(run.hook_socket)]
 
 
 def claude_hooks(spec: HookSpec, argv: Sequence[str], mode: str,
@@ -361,7 +367,7 @@ def _notify(reports: Mapping[str, Any], run: RunFacts, source: str) -> Wiring:
     label = _get(reports, "label", source)
     notes: list[str] = []
     user = user_notify(run, reports, flags, key, source, notes)
-    argv = [*run.hook_argv, "--argv", label]
+    argv = [*_hook_command(run), "--argv", label]
     if user:
         argv += ["--then", *user]
         notes.append(f"csp's {key} chains to yours: {shlex.join(user)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 import pytest
-from csp_sidecar.command import locate, locate_program, program_name
+from csp_sidecar.command import env_after_wrappers, locate, locate_program, program_name
 
 
 @pytest.mark.parametrize("word,name", [
@@ -161,3 +161,16 @@ def test_the_walk_ends_on_any_input() -> None:
     for i in range(len(words)):
         for j in range(len(words)):
             locate(words[i:] + words[:j])
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    (["codex"], {"A": "1"}),
+    (["env", "CODEX_HOME=/x", "codex"], {"A": "1", "CODEX_HOME": "/x"}),
+    (["env", "-i", "HOME=/h", "codex"], {"HOME": "/h"}),
+    (["env", "-u", "A", "B=2", "codex", "C=3"], {"B": "2"}),
+    (["nice", "-n", "5", "env", "--unset=A", "codex"], {}),
+    (["env", "-uA", "--", "codex"], {}),
+])
+def test_the_environment_the_cli_gets_through_env(command: list[str],
+                                                  expected: dict[str, str]) -> None:
+    assert env_after_wrappers(command, {"A": "1"}) == expected

@@ -106,7 +106,8 @@ def test_claude_gets_hooks_that_call_csp_hook(sock_dir: Path) -> None:
         (entry,) = entries
         (command,) = entry["hooks"]
         assert command["type"] == "command" and command["timeout"] == 10
-        assert shlex.split(command["command"]) == [*hook_argv(), "--stdin", label]
+        assert shlex.split(command["command"]) == [*hook_argv(), *socket_args(sock_dir),
+                                                   "--stdin", label]
     assert hooks["Notification"][0]["matcher"] == \
         "permission_prompt|elicitation_dialog|elicitation_url_dialog"
     assert hooks["PreToolUse"][0]["hooks"][0]["async"] is True
@@ -145,7 +146,7 @@ def test_a_hook_path_with_spaces_and_quotes_is_quoted_for_the_shell(sock_dir: Pa
     odd = ("/opt/my python/bin/python3", "-I", "-S", "/x/it's here/hook_cmd.py")
     run = replace(facts(sock_dir, ["claude"]), hook_argv=odd)
     command = claude_settings(wire(load_profile("claude"), run))["hooks"]["Stop"][0]["hooks"][0]
-    assert shlex.split(command["command"]) == [*odd, "--stdin", "Stop"]
+    assert shlex.split(command["command"]) == [*odd, *socket_args(sock_dir), "--stdin", "Stop"]
 
 
 def test_claude_merges_the_users_own_settings_json_and_keeps_their_hooks(sock_dir: Path) -> None:
@@ -187,6 +188,11 @@ def test_claude_with_an_unreadable_settings_file_falls_back_to_the_screen(
 # -- Codex: -c notify=[...] chaining to the user's notify ------------------------------------
 
 
+def socket_args(sock_dir: Path) -> list[str]:
+    """csp-hook names its socket itself: an ``env -i`` in front of the CLI cannot lose it."""
+    return ["--socket", str(sock_dir / "hooks" / "agent.sock")]
+
+
 def codex_notify(wiring: Wiring) -> list[str]:
     assert wiring.args[0] == "-c"
     value: list[str] = tomllib.loads(wiring.args[1])["notify"]  # "notify=[...]" is TOML
@@ -195,7 +201,7 @@ def codex_notify(wiring: Wiring) -> list[str]:
 
 def test_codex_notify_calls_csp_hook_without_a_user_notify(sock_dir: Path) -> None:
     wiring = wire(load_profile("codex"), facts(sock_dir, ["codex"]))
-    assert codex_notify(wiring) == [*hook_argv(), "--argv", "notify"]
+    assert codex_notify(wiring) == [*hook_argv(), *socket_args(sock_dir), "--argv", "notify"]
     assert wiring.env == {SOCKET_ENV: str(sock_dir / "hooks" / "agent.sock")}
     assert wiring.apply(["codex", "--no-alt-screen"]) == ["codex", *wiring.args,
                                                           "--no-alt-screen"]
@@ -210,7 +216,7 @@ def test_codex_chains_to_the_users_notify_from_their_config(sock_dir: Path, wher
         f'model = "x"\nnotify = {json.dumps(theirs, ensure_ascii=False)}\n[tui]\nx = 1\n')
     env = {"CODEX_HOME": str(codex_home)} if where == "CODEX_HOME" else {}
     wiring = wire(load_profile("codex"), facts(sock_dir, ["codex"], **env))
-    assert codex_notify(wiring) == [*hook_argv(), "--argv", "notify", "--then", *theirs]
+    assert codex_notify(wiring) == [*hook_argv(), *socket_args(sock_dir), "--argv", "notify", "--then", *theirs]
     assert any("chains" in n for n in wiring.notes)
 
 
@@ -227,7 +233,7 @@ def test_codex_with_a_broken_config_is_wired_without_chaining(sock_dir: Path) ->
     codex_home.mkdir()
     (codex_home / "config.toml").write_text("notify = [unterminated\n")
     wiring = wire(load_profile("codex"), facts(sock_dir, ["codex"], CODEX_HOME=str(codex_home)))
-    assert codex_notify(wiring) == [*hook_argv(), "--argv", "notify"]
+    assert codex_notify(wiring) == [*hook_argv(), *socket_args(sock_dir), "--argv", "notify"]
     assert wiring.reports and any("cannot be read" in n for n in wiring.notes)
 
 
