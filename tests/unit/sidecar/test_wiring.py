@@ -216,7 +216,8 @@ def test_codex_chains_to_the_users_notify_from_their_config(sock_dir: Path, wher
         f'model = "x"\nnotify = {json.dumps(theirs, ensure_ascii=False)}\n[tui]\nx = 1\n')
     env = {"CODEX_HOME": str(codex_home)} if where == "CODEX_HOME" else {}
     wiring = wire(load_profile("codex"), facts(sock_dir, ["codex"], **env))
-    assert codex_notify(wiring) == [*hook_argv(), *socket_args(sock_dir), "--argv", "notify", "--then", *theirs]
+    assert codex_notify(wiring) == [*hook_argv(), *socket_args(sock_dir), "--argv", "notify",
+                                    "--then", *theirs]
     assert any("chains" in n for n in wiring.notes)
 
 
