@@ -174,10 +174,12 @@ class Delivery:
 
     def kick(self) -> None:
         """Something changed: decide again (cheap; call it freely)."""
-        if self.closed or self.typing or not self.queue:
+        if self.closed or self.typing:
+            return
+        self._check_pending()  # also with nothing queued: an unconfirmed prompt times out
+        if not self.queue:
             self._set_reason("")
             return
-        self._check_pending()
         decision = decide(self._facts(), self.profile, self.queue.items[0].urgent)
         self._set_reason(decision.reason)
         if decision.go:
