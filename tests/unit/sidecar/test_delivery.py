@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from csp_sidecar.delivery import Decision, Facts, Queue, decide
+from csp_sidecar.delivery import Decision, Delivery, Facts, Queue, decide
 from csp_sidecar.journal import Journal
 from csp_sidecar.profiles import load_profile
 
 from cspd.protocol import Message
+from tests.polling import async_wait_for
 
 IDLE = Facts(paused=False, refuse=None, started=True, foreground=None, alternate_screen=False,
              waiting_for_human=False, draft=False, unconfirmed=False, busy=False,
@@ -131,3 +134,65 @@ def test_a_line_cut_by_a_crash_is_skipped(tmp_path: Path) -> None:
     with path.open("a") as fh:
         fh.write('{"op": "submitted", "ids": [8')  # the write a kill cut short
     assert Journal(path).recover().submitted == {7}
+
+
+# -- typing and confirmation, with stand-ins for the terminal and the gateway --------
+
+
+class Harness:
+    """A Delivery wired to lists instead of a PTY and a gateway."""
+
+    def __init__(self, tmp_path: Path, **profile: Any) -> None:
+        prof = dataclasses.replace(PROFILE, submit_delay_ms=1, **profile)
+        self.facts = IDLE
+        self.written: list[bytes] = []
+        self.acked: list[int] = []
+        self.reports: list[str] = []
+        self.journal = Journal(tmp_path / "fa.journal")
+        self.delivery = Delivery(
+            prof, "fa", self.journal, facts=lambda: self.facts, write=self.written.append,
+            hold=lambda: None, release=lambda: None, bracketed_paste=lambda: True,
+            ack=self._ack, report=self.reports.append, on_typed=lambda keys: None,
+            on_change=lambda: None, busy=lambda: False, confirm_by_report=True)
+
+    async def _ack(self, ids: list[int]) -> None:
+        self.acked.extend(ids)
+
+
+async def test_a_confirmed_prompt_is_acknowledged(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.delivery.receive(message(1))
+    await async_wait_for(_async(lambda: h.delivery.pending), what="typed, awaiting")
+    assert h.written[-1] == b"\r" and h.acked == []
+    h.delivery.confirm("[human → @fa] m1")
+    await async_wait_for(_async(lambda: h.acked == [1]), what="acknowledged")
+    assert h.reports == []
+
+
+async def test_an_unconfirmed_prompt_is_submitted_again_then_reported(tmp_path: Path) -> None:
+    h = Harness(tmp_path, confirm_timeout_ms=50)
+    h.delivery.receive(message(1))
+    await async_wait_for(_async(lambda: h.reports), what="the report")
+    assert h.written.count(b"\r") == 2  # the submit key once more, then it gave up
+    assert "did not confirm" in h.reports[0] and "#1" in h.reports[0]
+    assert h.acked == [1]  # reported, so it is not replayed forever
+
+
+async def test_queued_messages_go_in_as_one_prompt(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.facts = dataclasses.replace(IDLE, draft=True)  # held back while the human types
+    for i in (1, 2, 3):
+        h.delivery.receive(message(i))
+    h.facts = IDLE
+    h.delivery.kick()
+    await async_wait_for(_async(lambda: h.delivery.pending), what="typed")
+    pastes = [w for w in h.written if w != b"\r"]
+    assert len(pastes) == 1 and all(f"m{i}".encode() in pastes[0] for i in (1, 2, 3))
+    h.delivery.confirm("[human → @fa] m1\n\n[human → @fa] m2\n\n[human → @fa] m3")
+    await async_wait_for(_async(lambda: sorted(h.acked) == [1, 2, 3]), what="all acked")
+
+
+def _async(check: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    async def run() -> Any:
+        return check()
+    return run
