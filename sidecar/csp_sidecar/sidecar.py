@@ -44,7 +44,7 @@ from .link import GatewayLink
 from .looplag import LoopLag
 from .profiles import Profile, apply_to_command, apply_to_env
 from .pump import STDIN, STDOUT, Pump, write_all
-from .readiness import TURN_BUSY, TURN_IDLE, TURN_WAITING, Readiness
+from .readiness import STALE_TURN, TURN_BUSY, TURN_IDLE, TURN_WAITING, Readiness
 from .screen import ScreenModel
 from .state import StatePublisher
 from .terminal import get_size, is_tty, raw_mode
@@ -315,6 +315,12 @@ class Sidecar:
             self.delivery.turn_ended()  # the screen says it is waiting for input again
         self.publish()
         self.delivery.kick()
+        if self.reported and self.readiness.turn == TURN_BUSY and not self._done.is_set():
+            # a turn that ends without its report (the human interrupted, dismissed a
+            # menu) is over once the screen has looked idle long enough: look again then
+            wait = max(STALE_TURN, self.profile_obj.quiet_ms / 1000) - self.readiness.quiet_for()
+            self._quiet_timer = asyncio.get_running_loop().call_later(
+                max(wait, 0.05) + 0.01, self._on_quiet)
 
     def _arm_capture_timer(self) -> None:
         if self._capture_timer is not None:
