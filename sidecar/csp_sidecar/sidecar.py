@@ -27,8 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from cspd.client import AGENT_ENV, GATEWAY_ENV, ROOM_ENV, gateway_address
-from cspd.protocol import Message, now_iso
+from cspd.client import AGENT_ENV, AGENT_TOKEN_ENV, GATEWAY_ENV, ROOM_ENV, gateway_address
+from cspd.protocol import HUMAN, Message, now_iso
 
 from .agent_process import AgentProcess
 from .capture import Capture
@@ -102,8 +102,9 @@ class Sidecar:
             options.name, options.room, p.name, " ".join(options.command),
             on_message=self.receive, on_control=self.control, address=options.gateway)
         self.states = StatePublisher(self.name, self.link.report_state)
+        # read and written only once the name is ours (run): a second sidecar under a
+        # taken name must not touch the first one's record
         self.journal = Journal(journal_path(self.name))
-        recovered = self.journal.recover()
         self.delivery = Delivery(
             p, self.name, self.journal, facts=self.facts, write=self._write,
             hold=self._hold, release=self._release,
@@ -111,9 +112,6 @@ class Sidecar:
             report=self.report, on_typed=self._typed, on_change=self.publish,
             busy=lambda: self.readiness.busy(),
             confirm_by_report=self.reported and p.reports.get("confirm") == "report")
-        self.delivery.submitted |= recovered.submitted
-        self._interrupted = recovered.unanswered
-        self.journal.open()
         self.session = str(uuid.uuid4())
         self.hooks: HookChannel | None = None
         self.transcript: TranscriptFollower | None = None
@@ -205,7 +203,7 @@ class Sidecar:
         """A message for the agent: queued once, typed in when :func:`decide` says so."""
         if message.kind == "system":
             return
-        if message.content.strip() in ("/pause", "/resume"):
+        if message.sender == HUMAN and message.content.strip() in ("/pause", "/resume"):
             self.delivery.submitted.add(message.id)
             asyncio.get_running_loop().create_task(self.link.ack([message.id]))
             self.control(message.content.strip()[1:])
@@ -379,6 +377,7 @@ class Sidecar:
             env.pop(var, None)
         env.update(self.options.env)
         env[AGENT_ENV] = self.name
+        env[AGENT_TOKEN_ENV] = self.link.agent_credential()  # never the owner's token
         env[ROOM_ENV] = self.room
         env[GATEWAY_ENV] = self.options.gateway or gateway_address()
         if wiring is not None:
@@ -426,16 +425,18 @@ class Sidecar:
     async def run(self) -> int:
         """Run the child to the end; returns the exit status to exit with."""
         loop = asyncio.get_running_loop()
+        recovered = self.journal.recover()
+        self.delivery.submitted |= recovered.submitted
+        self.journal.open()
         self.wiring = await self._wire()
         self.spawn(self.wiring)
         assert self.child is not None
         self.pump = Pump(self.child.fd, on_human=self._on_human, on_output=self._on_output,
                          on_closed=self._child_closed)
         self.publish()
-        for m in self._interrupted:
+        for m in recovered.unanswered:
             self.report(f"{self.name} stopped (its sidecar was ended) before answering "
                         f"message #{m.id} from {m.sender}; it was not answered")
-        self._interrupted = []
         tasks = [loop.create_task(self.link.run()), loop.create_task(self.link.run_outbox())]
         self.pump.start()
         lag = LoopLag.from_env()
