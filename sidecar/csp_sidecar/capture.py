@@ -51,6 +51,7 @@ _BOX_TOP = re.compile(r"^\s*╭.*╮\s*$")
 # "... " (not behind a word: "Note: <the same text>" is a reply)
 _PROMPT = re.compile(r"^\s*(?:[\w()\[\]@~/.-]{0,12}[>$%#❯›»]+|\.{2,4})\s")
 _TRANSCRIPT_LINES = 5000
+_TAKE_LINES = 1500  # at most this many lines a call (then ``more``): bounded work a call
 _LIVE = 6  # lines at the end of the transcript a redraw may show changed (spinner, status)
 _CANDIDATES = 4
 _ECHO_ROWS = 20  # an echo hard-wrapped by the CLI spans at most this many lines
@@ -97,9 +98,10 @@ class _Patterns:
         start = _combine([p.pattern for p in patterns if _anchored(p.pattern)])
         anywhere = _combine([p.pattern for p in patterns if not _anchored(p.pattern)])
         self.start, self.anywhere = start or _NONE, anywhere or _NONE
-        # a flag, or a pattern that does not combine: test each
+        # a flag, a back reference (numbered in the one pattern), or a pattern that does
+        # not combine: test each
         self.combined = start is not None and anywhere is not None and all(
-            p.flags == re.UNICODE for p in patterns)
+            p.flags == re.UNICODE and not _BACKREF.search(p.pattern) for p in patterns)
 
     def search(self, line: str) -> bool:
         if not self.combined:
@@ -108,6 +110,7 @@ class _Patterns:
 
 
 _NONE = re.compile(r"(?!)")  # matches nothing: no pattern of a kind
+_BACKREF = re.compile(r"\\[1-9]|\(\?P=")
 
 
 def _combine(patterns: list[str]) -> re.Pattern[str] | None:
@@ -153,9 +156,18 @@ class _Window(NamedTuple):
     top: int  # index of the line holding the first visible row (len(lines): the cursor's)
     next_mark: int  # the row the next read starts at: where that line starts
     partial: bool  # the first line continues a row no longer kept
+    width: int  # the screen's width
 
 
 class Capture:
+    """What an agent says on screen, for a CLI that cannot report it otherwise.
+
+    The sidecar calls :meth:`expect_echo` with what it types in, and :meth:`take`
+    at each quiet point; ``take`` returns the chunks to share.  After a large
+    output one call takes at most ``_TAKE_LINES`` lines and sets :attr:`more`:
+    the rest is taken by the next calls, so no call holds the event loop long.
+    """
+
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self.echoes: list[str] = []  # normalised lines typed in, their echo not yet seen
@@ -167,11 +179,13 @@ class Capture:
         self._top = 0
         self._end = 0  # just past the seen lines that were above the cursor last time
         self._break: int | None = None  # a wipe not yet followed by a redraw to place
+        self._width = 0  # the screen's width when the transcript's end was read
         self._chrome = _Patterns(profile.chrome_patterns)
         self._menus = _Patterns(profile.menu_patterns)
         self._prompts = _Patterns(profile.prompt_patterns)
         self._markers = tuple(profile.reply_markers)
-        self._echo_keys: tuple[list[str], dict[str, list[int]]] | None = None
+        # more lines wait to be taken than one call takes: call again soon
+        self.more = False
 
     def expect_echo(self, text: str) -> None:
         """Remember text the agent will echo, so it is not shared as its output."""
@@ -190,6 +204,7 @@ class Capture:
         dropped).  Nothing is read while the alternate screen is shown or a menu is
         open: it stays on the model and is taken by a later call.
         """
+        self.more = False
         for line in typed:
             self.expect_echo(line)
         if screen.alternate_screen or screen.in_alternate:
@@ -198,8 +213,9 @@ class Capture:
         if any(self._menus.search(line) for line in visible):
             return []
         window = self._window(screen.read_rows(self._mark))
+        self.more = len(window.lines) == _TAKE_LINES and self._break is None
         new, positions = self._merge(window)
-        out = self._render(window.lines, positions, new)
+        out = self._render(window.lines[:len(positions)], positions, new)
         if not self.started:  # still starting: whatever it shows is its own
             self.started = any(self._prompts.search(line) for line in visible)
             return []
@@ -212,11 +228,16 @@ class Capture:
         rows, first = read.rows, read.first
         cut = _line_start(rows, read.cursor - first)  # the cursor's line is not done
         top_row = _line_start(rows, read.top - first)
+        self._note_break(read)
+        limit = _TAKE_LINES if self._break is None else len(rows)
         lines: list[str] = []
         starts: list[int] = []
         top = None
         i = 0
         while i < cut:
+            if len(lines) == limit:  # the rest next time (a redraw is placed in one go)
+                cut = i
+                break
             j = i + 1
             while j < cut and rows[j].wrapped:
                 j += 1
@@ -225,9 +246,9 @@ class Capture:
             lines.append(rows[i].text if j == i + 1 else join_rows(rows[i:j]))
             starts.append(first + i)
             i = j
-        self._note_break(read)
         return _Window(lines, starts, len(lines) if top is None else top,
-                       first + min(top_row, cut), bool(rows) and rows[0].wrapped)
+                       first + min(top_row, cut), bool(rows) and rows[0].wrapped,
+                       rows[-1].width)
 
     def _note_break(self, read: RowsRead) -> None:
         """Rows from where the screen was wiped, or rows lost, are placed by content."""
@@ -239,45 +260,69 @@ class Capture:
     # -- placing the window in the transcript ---------------------------------------------
 
     def _merge(self, window: _Window) -> tuple[set[int], list[int]]:
-        """Place the window's lines in the transcript: which are new, and where each is.
+        """Place the window's lines in the transcript: which are new, and where each of
+        the lines placed is (a redraw still being drawn is not placed yet).
 
         Lines read up to a wipe continue the transcript where the last read
         began; lines after it (a redraw) are placed where their content fits.
         """
-        lines = window.lines
-        pre = len(lines) if self._break is None else sum(s < self._break for s in window.starts)
+        lines, wipe = window.lines, self._break
+        pre = len(lines) if wipe is None else sum(s < wipe for s in window.starts)
+        if window.partial:  # a piece of a line from before: not where a redraw starts
+            pre = max(pre, min(1, len(lines)))
         start = self._top
+        new = self._continue(window, pre)
+        positions = list(range(start, start + pre))
+        if wipe is not None and pre < len(lines):  # a redraw after a wipe
+            end = min(max(self._end, start + pre), len(self.seen))
+            placed = self._redraw(lines[pre:], end, window.width != self._width)
+            if placed is None:  # not all drawn yet: read it again from the wipe, next time
+                self._top, self._end, self._mark = start + pre, end, wipe
+                return new, positions
+            fresh, at, shift = placed
+            new |= {pre + j for j in fresh}
+            positions = [p + shift for p in positions] + list(range(at, at + len(lines) - pre))
+            self._break = None
+        after = positions[-1] + 1 if positions else self._top
+        self._end = after
+        if new or (wipe is not None and self._break is None):  # what its end was drawn at
+            self._width = window.width
+        self._top = positions[window.top] if window.top < len(positions) else after
+        self._mark = window.next_mark
+        self._trim(positions)
+        return new, positions
+
+    def _continue(self, window: _Window, pre: int) -> set[int]:
+        """Put the first ``pre`` lines where the last read began: those that changed
+        there, or go past what was seen, are new."""
+        lines, start = window.lines, self._top
         new = {j for j in range(pre) if not self._is_seen(start + j, lines[j])}
         # a piece of a line seen whole: the rest of one that began out of reach, or the
         # start of one whose other rows a wipe erased; the transcript keeps it whole
         pieces = {0} if window.partial else set()
         if pre and pre < len(lines) and self._cut_by_wipe(start, lines, pre):
             pieces.add(pre - 1)
-        new -= pieces
         self._put(start, lines[:pre], pieces)
-        positions = list(range(start, start + pre))
-        if pre < len(lines):  # a redraw after a wipe
-            end = min(max(self._end, start + pre), len(self.seen))
-            fresh, at, shift = self._redraw(lines[pre:], end)
-            new |= {pre + j for j in fresh}
-            positions = [p + shift for p in positions] + list(range(at, at + len(lines) - pre))
-            self._break = None
-        after = positions[-1] + 1 if positions else self._top
-        self._end = after
-        self._top = positions[window.top] if window.top < len(positions) else after
-        self._mark = window.next_mark
-        self._trim(positions)
-        return new, positions
+        return new - pieces
 
-    def _redraw(self, redraw: list[str], end: int) -> tuple[set[int], int, int]:
+    def _redraw(self, redraw: list[str], end: int,
+                resized: bool) -> tuple[set[int], int, int] | None:
         """Put a redraw where it fits: its new lines, where it starts, and how far the
-        transcript moved (lines from before the transcript kept are put in front)."""
+        transcript moved (lines from before the transcript kept are put in front).
+
+        None: drawn so far, it repeats old lines and has not reached the end, at a
+        new width: read it again once more is drawn (a redraw wrapped anew does not
+        go on line for line where it stops)."""
         del self.seen[end:], self._states[end:]  # what was below the cursor is gone
         at = self._place(redraw, end)
+        if resized and at is not None and at + len(redraw) < end:
+            return None
         if at is None:
-            words = self._place_words(redraw, end)
-            if words is not None:  # the same text, wrapped by the CLI at another width
-                at, old = words
+            rewrapped = self._place_text(redraw, end)
+            if rewrapped is not None:  # the same text, wrapped by the CLI at another width
+                at, old = rewrapped
+                if old < 0:
+                    return None
                 del self.seen[at:end], self._states[at:end]
                 self._put(at, redraw)
                 return set(range(old, len(redraw))), at, 0
@@ -312,10 +357,11 @@ class Capture:
             self.seen[at + j] = line
 
     def _trim(self, positions: list[int]) -> None:
+        """Forget the oldest lines (not those just read: their states are still due)."""
         excess = len(self.seen) - _TRANSCRIPT_LINES
-        if excess <= 0:
+        cut = min(excess + _TRANSCRIPT_LINES // 10, positions[0] if positions else excess)
+        if excess <= 0 or cut <= 0:
             return
-        cut = excess + _TRANSCRIPT_LINES // 10
         del self.seen[:cut], self._states[:cut]
         self._top, self._end = max(0, self._top - cut), max(0, self._end - cut)
         positions[:] = [p - cut for p in positions]
@@ -343,53 +389,62 @@ class Capture:
                 best, best_score = at, score
         return best
 
-    def _place_words(self, redraw: list[str], end: int) -> tuple[int, int] | None:
+    def _place_text(self, redraw: list[str], end: int) -> tuple[int, int] | None:
         """Where a redraw that wrapped its text anew begins, and how many of its lines
         are old; None if it is not the transcript's tail.
 
-        TUIs (Ink) wrap long text themselves and draw it again after a resize at the
-        new width: the lines differ, the words do not.  Its first word must begin a
-        transcript line, and the words must match up to the last few lines.
+        TUIs (Ink) wrap long text themselves, words too long for a row included, and
+        draw it again after a resize at the new width: the lines differ, the text
+        without its blanks does not.  It must begin where a transcript line begins,
+        and match up to the last few lines.
         """
-        words: list[str] = []
-        line_of: list[int] = []
-        for j, line in enumerate(redraw):
-            split = line.split()
-            words += split
-            line_of += [j] * len(split)
-        if not words:
+        text = "".join(_squash(line) for line in redraw)
+        if not text:
             return None
         best: tuple[int, int] | None = None
-        low = max(0, end - 4 * len(redraw) - 200)
         tried = 0
-        for x in range(end - 1, low - 1, -1):
-            if tried == 2 * _CANDIDATES or self.seen[x][:len(words[0]) + 2].split()[:1] != \
-                    words[:1]:
-                if tried == 2 * _CANDIDATES:
-                    break
+        for x in range(end - 1, max(0, end - 4 * len(redraw) - 200) - 1, -1):
+            head = self.seen[x].lstrip()[:1]
+            if not head or head != text[0] or not text.startswith(_squash(self.seen[x])[:16]):
                 continue
-            tried += 1
-            matched = self._words_fit(words, x, end)
+            matched = self._text_fit(text, x, end)
+            if matched < 0:
+                return x, -1
             if matched and (best is None or matched > best[1]):
                 best = (x, matched)
+            tried += 1
+            if tried == 2 * _CANDIDATES:
+                break
         if best is None:
             return None
         x, matched = best
-        return x, line_of[matched] if matched < len(words) else len(redraw)
+        old, done = 0, 0
+        for line in redraw:  # lines wholly within the matched text are old
+            done += len(_squash(line))
+            if done > matched:
+                break
+            old += 1
+        return x, old
 
-    def _words_fit(self, words: list[str], x: int, end: int) -> int:
-        """How many of ``words`` match the transcript's words from line ``x`` on (0: they
-        part before its last few lines)."""
-        n = 0
+    def _text_fit(self, text: str, x: int, end: int) -> int:
+        """How much of ``text`` matches the transcript's text (blanks aside) from line
+        ``x`` on; 0 if they part before its last few lines; -1 if all of it matches and
+        the transcript's text goes on (a redraw not drawn to its end yet)."""
+        at = 0
         for k in range(x, end):
-            for word in self.seen[k].split():
-                if n == len(words):
-                    return n
-                if words[n] != word:
-                    return n if k >= end - _LIVE else 0
-                n += 1
-        return n
-
+            line = _squash(self.seen[k])
+            if text.startswith(line, at):
+                at += len(line)
+                continue
+            if line.startswith(text[at:]):  # all of the redraw so far is old: more to come
+                return -1
+            if k < end - _LIVE:
+                return 0
+            same = 0
+            while at + same < len(text) and same < len(line) and text[at + same] == line[same]:
+                same += 1
+            return at + same
+        return at
 
     def _fit(self, redraw: list[str], at: int, end: int) -> int | None:
         """How many non-blank lines match if the redraw starts at ``at``; None: no fit."""
@@ -463,18 +518,22 @@ class Capture:
         """The lines without the echo of what was typed in (each echo is seen once)."""
         if not self.echoes:
             return [line for line in lines if line is not None]
+        index = self._echo_index()
         out: list[str] = []
         i = 0
         while i < len(lines):
             line = lines[i]
-            used = self._echo_at(lines, i) if line and line.strip() and self.echoes else 0
-            if line is not None and not used:
+            used = self._echo_at(lines, i, index) if line and line.strip() else 0
+            if used:
+                index = self._echo_index()
+            elif line is not None:
                 out.append(line)
             i += max(used, 1)
         return out
 
-    def _echo_at(self, lines: list[str | None], i: int) -> int:
-        """How many lines from ``i`` are the echo of one typed line (0: none).
+    def _echo_at(self, lines: list[str | None], i: int, index: dict[str, list[int]]) -> int:
+        """How many lines from ``i`` are the echo of one typed line (0: none; it is
+        forgotten once seen).
 
         The echo is that exact line, maybe behind a short prompt ("❯ ", ">>> "), maybe
         wrapped by the CLI over a few lines; a line that quotes it among other words,
@@ -486,22 +545,19 @@ class Capture:
         if prompt:
             heads.append(_squash(first[prompt.end():]))
         for head in heads:
-            for n in self._echo_index().get(head[:_KEY], ()):
+            for n in index.get(head[:_KEY], ()):
                 used = _spans(_squash(self.echoes[n]), head, lines, i)
                 if used:
                     del self.echoes[n]
-                    self._echo_keys = None
                     return used
         return 0
 
     def _echo_index(self) -> dict[str, list[int]]:
         """Echoes by their first characters: a line is compared with few of them."""
-        if self._echo_keys is None or self._echo_keys[0] != self.echoes:
-            index: dict[str, list[int]] = {}
-            for n, echo in enumerate(self.echoes):
-                index.setdefault(_squash(echo)[:_KEY], []).append(n)
-            self._echo_keys = (list(self.echoes), index)
-        return self._echo_keys[1]
+        index: dict[str, list[int]] = {}
+        for n, echo in enumerate(self.echoes):
+            index.setdefault(_squash(echo)[:_KEY], []).append(n)
+        return index
 
     def chunks(self, lines: list[str]) -> list[str]:
         """Join lines into messages of at most ``chunk_max_chars``, at line boundaries."""

@@ -49,7 +49,7 @@ _SGR_CONCEAL = re.compile(r"\x1b\[(?:[0-9;]*;)?0*8(?:;[0-9;]*)?m")  # may set SG
 # characters known to take exactly one cell (pyte's own width function decides)
 _NARROW = {chr(c) for c in range(0x20, 0x7F)}
 _NARROW_MAX = 20_000
-HISTORY_MAX = 6000  # rows kept after they scrolled off the top
+HISTORY_MAX = 20_000  # rows kept after they scrolled off the top (a 5,000-line burst)
 
 
 def _all_narrow(data: str) -> bool:
@@ -114,6 +114,34 @@ def _row_text(line: dict[int, Any], columns: int) -> str:
         out.append(ch)
         covered = ch not in _NARROW and bool(ch) and wcwidth(ch[0]) == 2
     return "".join(out).rstrip()
+
+
+def _split_cells(cells: list[Any], columns: int) -> list[tuple[int, list[Any]]]:
+    """A line's cells cut into rows of ``columns``: (index of the first cell, cells).
+
+    A row never begins with the stub of a wide character: the character stays in the
+    last column of the row before, as pyte draws it.
+    """
+    chunks: list[tuple[int, list[Any]]] = []
+    i = 0
+    while True:
+        if chunks and i < len(cells) and cells[i].data == "":
+            i += 1
+        chunks.append((i, cells[i:i + columns]))
+        i += columns
+        if i >= len(cells):
+            return chunks
+
+
+def _cursor_in(chunks: list[tuple[int, list[Any]]], offset: int, columns: int,
+               length: int) -> tuple[int, int]:
+    """The row (maybe past the chunks) and column of the cell ``offset`` of a line."""
+    row = max(r for r, (start, _) in enumerate(chunks) if start <= offset or r == 0)
+    x = offset - chunks[row][0]
+    if x < columns or (x == columns and offset >= length):  # at the end: a pending wrap
+        return row, max(x, 0)
+    extra, x = divmod(x, columns)
+    return row + extra, x
 
 
 def _conceals(attrs: tuple[int, ...], concealed: bool) -> bool:
@@ -393,36 +421,21 @@ class CaptureScreen(pyte.Screen):
 
         Returns the new buffer, its wrap marks, and the rows scrolled off its top.
         """
-        cells: list[list[Any]] = []  # per line (a row and its wrapped continuations)
-        first_wrapped = wrapped[0] if wrapped else False
-        cursor_line = cursor_offset = 0
-        for y in range(self.lines):
-            if y == 0 or not wrapped[y]:
-                cells.append([])
-            if y == cursor.y:
-                cursor_line, cursor_offset = len(cells) - 1, len(cells[-1]) + cursor.x
-            row = buffer.get(y)
-            width = self.columns if y + 1 < self.lines and wrapped[y + 1] else (
-                max(row) + 1 if row else 0)
-            cells[-1].extend(row.get(x, self.default_char) if row else self.default_char
-                             for x in range(min(width, self.columns)))
+        texts, cursor_line, cursor_offset = self._cells_by_line(buffer, wrapped, cursor)
         rows: list[list[Any]] = []
         marks: list[bool] = []
         cursor_row = cursor_x = 0
-        for i, line in enumerate(cells):
+        for i, line in enumerate(texts):
             while line and line[-1].data == " ":
                 line.pop()
-            count = max(1, -(-len(line) // columns))
+            chunks = _split_cells(line, columns)
             if i == cursor_line:
-                at_end = cursor_offset and cursor_offset % columns == 0 and \
-                    cursor_offset >= len(line)
-                row_in = cursor_offset // columns - (1 if at_end else 0)
-                count = max(count, row_in + 1)
+                row_in, cursor_x = _cursor_in(chunks, cursor_offset, columns, len(line))
+                chunks += [(len(line), [])] * (row_in + 1 - len(chunks))
                 cursor_row = len(rows) + row_in
-                cursor_x = columns if at_end else cursor_offset % columns
-            for k in range(count):
-                rows.append(line[k * columns:(k + 1) * columns])
-                marks.append(k > 0 or (i == 0 and first_wrapped))
+            for k, (_, chunk) in enumerate(chunks):
+                rows.append(chunk)
+                marks.append(k > 0 or (i == 0 and bool(wrapped) and wrapped[0]))
         last = max([cursor_row] + [r for r, row in enumerate(rows) if row])
         rows, marks = rows[:last + 1], marks[:last + 1]
         push = min(max(0, len(rows) - lines), cursor_row)
@@ -436,6 +449,28 @@ class CaptureScreen(pyte.Screen):
         marks += [False] * (lines - len(marks))
         cursor.y, cursor.x = min(cursor_row - push, lines - 1), min(cursor_x, columns)
         return new, marks, pushed
+
+    def _cells_by_line(self, buffer: Any, wrapped: list[bool],
+                       cursor: Any) -> tuple[list[list[Any]], int, int]:
+        """The cells of each line (a row and the rows wrapped from it), and the line and
+        cell the cursor is at.  A wide character in a row's last column gets the stub
+        cell it had no room for, so a line's cells are its cells on any width."""
+        lines: list[list[Any]] = []
+        cursor_line = cursor_offset = 0
+        for y in range(self.lines):
+            if y == 0 or not wrapped[y]:
+                lines.append([])
+            if y == cursor.y:
+                cursor_line, cursor_offset = len(lines) - 1, len(lines[-1]) + cursor.x
+            row = buffer.get(y)
+            continued = y + 1 < self.lines and wrapped[y + 1]
+            width = self.columns if continued else (max(row) + 1 if row else 0)
+            cells = [row.get(x, self.default_char) if row else self.default_char
+                     for x in range(min(width, self.columns))]
+            if continued and cells and cells[-1].data and wcwidth(cells[-1].data[0]) == 2:
+                cells.append(cells[-1]._replace(data=""))
+            lines[-1].extend(cells)
+        return lines, cursor_line, cursor_offset
 
     # -- the fast path for floods -------------------------------------------------
 
@@ -492,7 +527,6 @@ class ScreenModel:
         self._held = ""
         self._backlog = bytearray()
         self._gap = False  # bytes were dropped since the last drain
-        self._scrolled_read = 0  # absolute row up to which take_scrolled has returned
         self.dropped = 0  # bytes of floods never emulated
         self.bracketed_paste = False
         self.alternate_screen = False
@@ -513,14 +547,24 @@ class ScreenModel:
             self._gap = True
         self.generation += 1
 
-    def _drain(self) -> None:
+    def pump(self, budget: int = 16 * 1024) -> bool:
+        """Emulate at most ``budget`` bytes of the queued output; is more queued?
+
+        For a caller that keeps the emulation going in slices between reads, so
+        that no single look at the screen has a long backlog to emulate first
+        (16 KiB: under 10 ms even where pyte draws every character itself).
+        """
+        self._drain(budget)
+        return bool(self._backlog)
+
+    def _drain(self, budget: int | None = None) -> None:
         if not self._backlog:
             return
         if self._gap:  # what is emulated next does not continue what was
             self._gap = False
             self._screen.mark_break()
-        data = bytes(self._backlog)
-        self._backlog.clear()
+        data = bytes(self._backlog[:budget])
+        del self._backlog[:len(data)]
         text = self._held + self._decoder.decode(data)
         # a CSI cut off at the end waits for its end, so the filter below sees it whole
         cut = _CUT_CSI.search(text)
@@ -533,6 +577,9 @@ class ScreenModel:
             # the screen model is a best effort, the agent's terminal got the bytes
             # already: lose the rest of this chunk, never the sidecar
             self.stream = pyte.Stream(self._screen)
+        if self._screen.in_alternate != self.alternate_screen:  # a switch never emulated
+            switch = self._screen.set_mode if self.alternate_screen else self._screen.reset_mode
+            switch(1049, private=True)
 
     def _emulate(self, text: str) -> None:
         """Feed ``text`` to pyte, but runs of plain lines at the bottom straight to rows."""
@@ -618,13 +665,6 @@ class ScreenModel:
         broken, screen.broken = screen.broken, None
         return RowsRead(rows, first, screen.scrolled_total,
                         screen.scrolled_total + screen.cursor.y, broken)
-
-    def take_scrolled(self) -> list[str]:
-        """The lines that scrolled off the top since the last call, right-trimmed."""
-        screen = self.screen
-        first, rows = screen.rows_from(self._scrolled_read)
-        self._scrolled_read = screen.scrolled_total
-        return [row.text for row in rows[:screen.scrolled_total - first]]
 
     def any_line_matches(self, patterns: tuple[re.Pattern[str], ...],
                          bottom: int | None = None) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -121,6 +122,8 @@ class Sidecar:
         self._local_ids = -1
         self._quiet_timer: asyncio.TimerHandle | None = None
         self._capture_timer: asyncio.TimerHandle | None = None
+        self._pumping = False
+        self._lag: LoopLag | None = None
 
     # -- AgentControl --------------------------------------------------------
 
@@ -293,12 +296,26 @@ class Sidecar:
     def _on_output(self, data: bytes) -> None:
         self._last_activity = time.time()
         self.screen.feed(data)
+        self._schedule_pump()
         self.readiness.note_output()
         self._arm_quiet_timer()
         if self.capture is not None:
             self._arm_capture_timer()
         if self.states.get("State") == "ready":
             self.publish()
+
+    def _schedule_pump(self) -> None:
+        """Emulate queued output in slices between other events, so no single look at
+        the screen (readiness, capture) has a flood to catch up on."""
+        if not self._pumping:
+            self._pumping = True
+            asyncio.get_running_loop().call_soon(self._pump_screen)
+
+    def _pump_screen(self) -> None:
+        if self.screen.pump():
+            asyncio.get_running_loop().call_soon(self._pump_screen)
+        else:
+            self._pumping = False
 
     def _arm_quiet_timer(self) -> None:
         """Look again once the output has been quiet for the profile's time."""
@@ -333,6 +350,8 @@ class Sidecar:
         typed, self.keys.submitted = list(self.keys.submitted), []
         for chunk in self.capture.take(self.screen, typed):
             self.link.share(chunk)
+        if self.capture.more:  # bounded work per call: the rest right after other events
+            self._capture_timer = asyncio.get_running_loop().call_later(0, self._on_capture)
 
     # -- the CLI's own reports -----------------------------------------------
 
@@ -420,6 +439,8 @@ class Sidecar:
             profile_named=self.options.profile_known)
 
     def _child_closed(self) -> None:
+        if self._lag is not None:
+            self._lag.stop()  # what the human sees while the agent runs; not the wrap-up
         self._done.set()
 
     async def run(self) -> int:
@@ -439,7 +460,8 @@ class Sidecar:
                         f"message #{m.id} from {m.sender}; it was not answered")
         tasks = [loop.create_task(self.link.run()), loop.create_task(self.link.run_outbox())]
         self.pump.start()
-        lag = LoopLag.from_env()
+        gc.freeze()  # what start-up made lives as long as we do: keep it out of GC passes
+        lag = self._lag = LoopLag.from_env()
         if lag is not None:
             lag.start()
         loop.add_signal_handler(signal.SIGWINCH, self._on_winch)
@@ -468,7 +490,7 @@ class Sidecar:
             await self.states.wait()
             self.journal.close()
             if lag is not None:
-                lag.stop()
+                lag.write()
         return status
 
     async def _close_reports(self) -> None:

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import termios
+import time
 import tty
 from collections.abc import Callable
 from types import FrameType
@@ -35,15 +36,16 @@ def banner() -> str:
     return BANNER + "\r\n\r\n" + PROMPT
 
 
-def spinner(frames: int = 4) -> str:
+def frame(number: int, width: int = 80) -> str:
+    """The spinner's line, cut to the pane's ``width`` as spinners are (one row)."""
+    text = f"{SPINNER[number % len(SPINNER)]} thinking... (esc to interrupt)"
+    return text[:max(1, width - 1)]
+
+
+def spinner(frames: int = 4, width: int = 80) -> str:
     """A spinner line redrawn in place ``frames`` times, then erased for the reply."""
-    out = []
-    for i in range(frames):
-        if i:
-            out.append("\x1b[1A\r\x1b[2K")  # back up over the previous frame
-        out.append(f"{SPINNER[i % len(SPINNER)]} thinking... (esc to interrupt)\r\n")
-    out.append("\x1b[1A\r\x1b[2K")
-    return "".join(out)
+    out = [("\x1b[1A\r\x1b[2K" if i else "") + frame(i, width) + "\r\n" for i in range(frames)]
+    return "".join(out) + ("\x1b[1A\r\x1b[2K" if frames else "")
 
 
 def reply(prompt: str, number: int) -> str:
@@ -51,11 +53,11 @@ def reply(prompt: str, number: int) -> str:
     return long_reply(prompt, number).replace("\n", "\r\n") + "\r\n\r\n" + PROMPT
 
 
-def turn(prompt: str, number: int, frames: int = 4) -> str:
+def turn(prompt: str, number: int, frames: int = 4, width: int = 80) -> str:
     """One whole turn as the terminal gets it: the echo of the typed prompt (after
     the prompt already on screen), Enter, the spinner, the reply."""
     echo = prompt.replace("\n", "\r\n")
-    return echo + "\r\n" + spinner(frames) + reply(prompt, number)
+    return echo + "\r\n" + spinner(frames, width) + reply(prompt, number)
 
 
 def redraw(prompts: list[str]) -> str:
@@ -66,13 +68,23 @@ def redraw(prompts: list[str]) -> str:
     return CLEAR + body
 
 
+def _answer(line: str, prompts: list[str], write: Callable[[str], None]) -> None:
+    """Think for ``$MDCLI_THINK`` seconds (a spinner frame every 0.1 s), then answer."""
+    prompts.append(line)
+    width = os.get_terminal_size(1).columns
+    write("\r\n")
+    for i in range(max(1, round(float(os.environ.get("MDCLI_THINK", "0.5")) / 0.1))):
+        write(("\x1b[1A\r\x1b[2K" if i else "") + frame(i, width) + "\r\n")
+        time.sleep(0.1)
+    write("\x1b[1A\r\x1b[2K" + reply(line, len(prompts)))
+
+
 def _key(line: str, ch: str, pasting: bool, prompts: list[str],
          write: Callable[[str], None]) -> str:
     """Echo one typed character; Enter (outside a paste) sends the line."""
     if ch == "\r" and not pasting:
         if line.strip():
-            prompts.append(line)
-            write("\r\n" + spinner() + reply(line, len(prompts)))
+            _answer(line, prompts, write)
         else:
             write("\r\n" + PROMPT)
         return ""

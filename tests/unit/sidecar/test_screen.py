@@ -97,32 +97,39 @@ def test_utf8_split_across_reads() -> None:
         assert m.lines()[0] == "● done ✓"
 
 
+def scrolled(m: ScreenModel) -> list[str]:
+    """The rows that scrolled off the top, in order."""
+    read = m.read_rows(0)
+    return [row.text for row in read.rows[:read.top - read.first]]
+
+
 def test_lines_that_scroll_off_the_top_are_kept_in_order() -> None:
     m = ScreenModel(3, 20)
     m.feed(b"".join(b"line %d\r\n" % i for i in range(6)))
-    assert m.take_scrolled() == ["line 0", "line 1", "line 2", "line 3"]
+    assert scrolled(m) == ["line 0", "line 1", "line 2", "line 3"]
     assert m.lines() == ["line 4", "line 5", ""]
-    assert m.take_scrolled() == []
+    assert [row.text for row in m.read_rows(4).rows] == ["line 4", "line 5", ""]  # the screen
+    assert [row.text for row in m.read_rows(2).rows][:2] == ["line 2", "line 3"]
 
 
 def test_a_scroll_region_below_the_top_scrolls_nothing_into_the_transcript() -> None:
     m = ScreenModel(5, 20)
     m.feed(b"header\x1b[2;4r\x1b[4;1H" + b"".join(b"r%d\r\n" % i for i in range(4)))
-    assert m.take_scrolled() == []
+    assert scrolled(m) == []
     assert m.lines()[0] == "header"
 
 
 def test_a_scroll_region_at_the_top_keeps_the_lines_it_scrolls_off() -> None:
     m = ScreenModel(5, 20)
     m.feed(b"\x1b[1;3r\x1b[5;1Hfooter\x1b[3;1H" + b"".join(b"\r\nr%d" % i for i in range(5)))
-    assert m.take_scrolled() == ["", "", "", "r0", "r1"]
+    assert scrolled(m) == ["", "", "", "r0", "r1"]
     assert m.lines() == ["r2", "r3", "r4", "", "footer"]
 
 
 def test_long_lines_wrap_and_scroll() -> None:
     m = ScreenModel(2, 10)
     m.feed(b"a" * 25)
-    assert m.take_scrolled() == ["a" * 10]
+    assert scrolled(m) == ["a" * 10]
     assert m.lines() == ["a" * 10, "a" * 5]
 
 
@@ -185,7 +192,7 @@ def test_capture_screen_draws_exactly_like_pyte(pieces: list[str], cols: int,
 def test_scrolled_line_text_matches_the_display() -> None:
     m = ScreenModel(2, 10)
     m.feed("a\x1b[5Cb日\r\n\x1b[31mred\x1b[0m\r\nx".encode())
-    assert m.take_scrolled() == ["a     b日"]
+    assert scrolled(m) == ["a     b日"]
     assert m.lines() == ["red", "x"]
 
 
