@@ -176,6 +176,22 @@ async def test_output_reaches_only_mentioned_agents(router: Router) -> None:
     assert await pending(router, "gemini") == []
 
 
+async def test_a_quoted_csp_tag_in_output_addresses_no_one(router: Router) -> None:
+    # an agent quotes the prompt it was given: the names in csp's own tag are not its words
+    quoted = "You asked:\n[human → @codex @gemini] compare notes\nHere is my answer."
+    m = await router.post(Post("claude", [], quoted, kind="output"))
+    assert await pending(router, "codex") == [] and await pending(router, "gemini") == []
+    assert m.hops == 0
+    # its own words still route, on the lines that are not a tag
+    said = await router.post(Post("claude", [], f"{quoted}\n@gemini what do you think?",
+                                  kind="output"))
+    assert await pending(router, "gemini") == [said.id]
+    assert await pending(router, "codex") == []
+    # an invisible character cannot hide a name from the reader but route it
+    hidden = await router.post(Post("claude", [], "@co\u200bdex look", kind="output"))
+    assert await pending(router, "codex") == [hidden.id]
+
+
 async def test_output_reaches_the_room_when_it_relays(router: Router) -> None:
     await router.store.update_room("main", relay=True)
     m = await router.post(Post("claude", [], "working...", kind="output"))
