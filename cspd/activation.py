@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import socket
 import stat
 from dataclasses import dataclass
@@ -20,6 +21,21 @@ from pathlib import Path
 from .errors import ConfigError
 
 SD_LISTEN_FDS_START = 3
+
+# Connection budgets.  systemd gives a user service a soft limit of 1024 open files
+# (hard 524288); the gateway raises the soft one towards FD_LIMIT_WANTED and shares
+# what it gets between its listeners, keeping RESERVED_FDS for itself (stdio, the
+# listeners, SQLite's database, WAL and shm, epoll, the loop's self-pipe, the session
+# bus, the notify socket, executor threads' files) and, per listener, room for
+# REFUSED_LINGERING refused connections kept a moment to read their request.  The
+# unix socket (the owner's, 0600) gets its own budget, so a flood on the TCP port can
+# never starve it; the TCP port is loopback only, and every peer is local, so its
+# cap is a total, not per address.
+FD_LIMIT_WANTED = 65536
+RESERVED_FDS = 64
+REFUSED_LINGERING = 32
+UNIX_MAX = 1024
+TCP_MAX = 256
 
 
 @dataclass
@@ -89,6 +105,45 @@ def bind_tcp(port: int) -> Listener:
     sock.listen(128)
     sock.setblocking(False)
     return Listener(sock, "tcp", inherited=False)
+
+
+@dataclass(frozen=True)
+class ConnectionCaps:
+    """How many connections each kind of listener may hold open at once."""
+
+    unix: int
+    tcp: int
+
+    def for_family(self, family: int) -> int:
+        return self.unix if family == socket.AF_UNIX else self.tcp
+
+
+def raise_fd_limit(wanted: int = FD_LIMIT_WANTED) -> int:
+    """Raise the soft RLIMIT_NOFILE towards the hard one; return the soft limit in force.
+
+    Never fatal: under ``SystemCallFilter=~@resources`` (or any refusal) the limit
+    stays what it was and the budgets shrink to fit it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return wanted if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def connection_caps(fd_limit: int, unix_max: int = UNIX_MAX,
+                    tcp_max: int = TCP_MAX) -> ConnectionCaps:
+    """Share ``fd_limit`` between the listeners so the process never reaches EMFILE.
+
+    TCP gets at most a third of what is left after the reserve; the unix socket gets
+    the rest (up to its own maximum), so the owner keeps room however full TCP is.
+    """
+    available = max(fd_limit - RESERVED_FDS - 2 * REFUSED_LINGERING, 8)
+    tcp = max(1, min(tcp_max, available // 3))
+    unix = max(1, min(unix_max, available - tcp))
+    return ConnectionCaps(unix=unix, tcp=tcp)
 
 
 def _socket_alive(path: Path) -> bool:

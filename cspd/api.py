@@ -9,7 +9,8 @@ from aiohttp import web
 
 from . import __version__, presence
 from .app import Gateway, gateway_of, identity, read_json
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .identity import caller, owner
 from .protocol import API, HUMAN, check_name
 from .router import Post
 
@@ -115,6 +116,7 @@ async def list_agents(request: web.Request) -> web.Response:
 async def forget_agent(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     name = check_name(request.match_info["name"])
+    owner(request, gw, "forgetting an agent")  # it drops what waits for that agent
     if name not in gw.router.known:
         raise NotFound(f"unknown agent {name!r}", names=[name])
     if gw.hub.online(name):
@@ -129,24 +131,28 @@ CONTROL_ACTIONS = ("pause", "resume", "interrupt")
 
 
 async def control_agent(request: web.Request) -> web.Response:
-    """Pass a control action to a running sidecar (``cspctl pause NAME``)."""
+    """Pass a control action to a running sidecar (``cspctl pause NAME``).
+
+    Control is the owner's: an agent must not be able to silence another.
+    """
     gw = gateway_of(request)
     name = check_name(request.match_info["name"])
+    by = owner(request, gw, "control (pause, resume, interrupt)")
     data = await read_json(request)
     action = data.get("action")
     if action not in CONTROL_ACTIONS:
         raise BadRequest(f"'action' must be one of {', '.join(CONTROL_ACTIONS)}")
     if name not in gw.router.known:
         raise NotFound(f"unknown agent {name!r}", names=[name])
-    if not gw.hub.control(name, {"type": "control", "action": action,
-                                 "by": identity(request)}):
+    if not gw.hub.control(name, {"type": "control", "action": action, "by": by}):
         raise NotFound(f"{name} is not online", names=[name])
     return web.json_response({"agent": name, "action": action}, status=202)
 
 
 async def ack(request: web.Request) -> web.Response:
+    """A receiver acknowledges delivered messages: only its own pending ones go."""
     gw = gateway_of(request)
-    who = identity(request)
+    who = identity(request)  # an agent's process is that agent, whatever it claims
     data = await read_json(request)
     ids = data.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, int) and i >= 0 for i in ids):
@@ -188,8 +194,15 @@ async def _room_or_404(request: web.Request) -> str:
 
 
 def _member_name(request: web.Request, data: dict[str, Any]) -> str:
-    name = _str_field(data, "name") or identity(request)
+    """Whose membership changes: the speaker's own, or anyone's for the owner (an
+    agent that could make another leave its room could silence it)."""
     gw = gateway_of(request)
+    me = identity(request)
+    name = _str_field(data, "name") or me
+    who = caller(request, gw)
+    if name != me and not who.is_owner:
+        raise Forbidden(f"{who.describe()}; it cannot change {name!r}'s rooms",
+                        agent=who.agent)
     if name != HUMAN and check_name(name) not in gw.router.known:
         raise NotFound(f"unknown agent {name!r}", names=[name])
     return name
@@ -213,6 +226,7 @@ async def leave_room(request: web.Request) -> web.Response:
 
 async def update_room(request: web.Request) -> web.Response:
     gw = gateway_of(request)
+    owner(request, gw, "a room's relay and hop limit")  # the loop guard is not the agents'
     room = await _room_or_404(request)
     data = await read_json(request)
     relay = data.get("relay")

@@ -1,27 +1,45 @@
-"""The aiohttp application: shared state, middlewares, routes.
+"""The aiohttp application: shared state, middlewares, routes, and the HTTP edge.
 
 State lives in one :class:`Gateway` object under a typed app key.  Errors are
 caught at this edge: a :class:`~cspd.errors.CspError` becomes its status code
 with a JSON body, aiohttp's own HTTP errors get JSON bodies too, and anything
 unexpected is logged and answered with a 500 instead of killing the daemon.
+
+Below the application, :class:`GuardedSite` and :class:`GuardedHandler` bound
+what a connection may cost (issue #10): each listener accepts its own
+connections and counts them against its own budget (the owner's unix socket
+apart from the TCP port, which other local users can reach), a request's head
+must arrive within a deadline, a peer that stops reading is cut off, and even
+the errors aiohttp's parser answers by itself carry the JSON error body.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import json
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
+from .activation import REFUSED_LINGERING, ConnectionCaps, Listener
 from .auth import TokenChecker, check_origin, own_origins
 from .config import GatewayConfig
-from .errors import BadRequest, CspError
+from .errors import BadRequest, Busy, CspError, HeadersTooLarge, RequestTimeout
 from .hub import Hub
+from .identity import speaker
 from .notify import Notifier
-from .protocol import HUMAN, IDENTITY_HEADER, check_name
 from .ratelimit import RateLimiter
 from .router import Router
 from .store import Store
@@ -29,6 +47,25 @@ from .store import Store
 log = logging.getLogger("cspd")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Time bounds on one connection, so that no local client can hold the gateway's
+    file descriptors by sending (or reading) slowly."""
+
+    # connect -> the first request's head complete; a half-sent head is answered 408
+    head_timeout: float = 10.0
+    # an authenticated request's body, read before the handler runs
+    body_timeout: float = 30.0
+    # idle between requests; above aiohttp's client-side 15 s so a client never
+    # reuses a connection the gateway is closing at that very moment
+    keepalive_timeout: float = 75.0
+    # a peer that reads nothing while the gateway has a full send buffer for it
+    # (a WebSocket watcher that stopped reading) is disconnected after this long
+    stall_timeout: float = 30.0
+    # how long an unread body is drained after the answer, before closing
+    lingering_time: float = 2.0
 
 
 @dataclass
@@ -45,6 +82,7 @@ class Gateway:
     # presence.py sets this while it watches the session bus; joined/left then come from it
     bus_presence: bool = False
     bus_agents: set[str] = field(default_factory=set)  # names owned on the session bus
+    http: HttpLimits = field(default_factory=HttpLimits)
 
     def status_text(self) -> str:
         online = len(set(self.hub.agents) | self.bus_agents)
@@ -66,13 +104,8 @@ def gateway_of(request: web.Request) -> Gateway:
 
 
 def identity(request: web.Request) -> str:
-    """Who the connection speaks as: an agent's name, or ``human``."""
-    name = request.headers.get(IDENTITY_HEADER)
-    if not name:
-        return HUMAN
-    if name == HUMAN:
-        return name
-    return check_name(name)
+    """Who the request speaks as: the connection decides (:mod:`cspd.identity`)."""
+    return speaker(request, gateway_of(request))
 
 
 def json_error(status: int, code: str, message: str, **extra: object) -> web.Response:
@@ -80,22 +113,88 @@ def json_error(status: int, code: str, message: str, **extra: object) -> web.Res
     return web.json_response(body, status=status)
 
 
+# the `error` code of a status that no CspError raised (aiohttp's own HTTP errors)
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 408: "request_timeout", 413: "too_large",
+          417: "expectation_failed", 429: "rate_limited", 431: "headers_too_large"}
+
+
+def code_for(status: int) -> str:
+    return _CODES.get(status, "internal" if status >= 500 else "http_error")
+
+
+def _close_after(status: int) -> bool:
+    """Refused and timed-out requests end their connection: a client without the token
+    must not keep a connection open (and its file descriptor) by sending another."""
+    return status in (401, 403, 408)
+
+
+def brief(text: str, limit: int = 160) -> str:
+    """The first line of a parser's message, printable and short: it may quote
+    what the client sent, and that is not worth echoing 10 KB of."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    line = line.rstrip(":").encode("ascii", "backslashreplace").decode("ascii")
+    line = "".join(c if c.isprintable() else "?" for c in line)
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    """An aiohttp parser error's own words (``str()`` of one starts "400, message:")."""
+    message = getattr(exc, "message", None)
+    if not isinstance(message, str) or not message:
+        message = str(exc) or exc.__class__.__name__
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, RequestPayloadError) and cause is not None:
+        message = f"{message}: {describe(cause)}"
+    return brief(message)
+
+
+def as_json_error(resp: Any) -> Any:
+    """An error answer that is not JSON yet, as the documented JSON error; anything
+    else unchanged.  For handlers' bare errors (``web.Response(status=405)``) and for
+    aiohttp's own answers outside the middlewares (a 417 for a bad ``Expect``)."""
+    if not (isinstance(resp, web.Response) and resp.status >= 400 and not resp.prepared
+            and resp.content_type != "application/json"):
+        return resp
+    try:
+        text = resp.text if resp.body else None
+    except (UnicodeDecodeError, LookupError):
+        text = None
+    json_resp = json_error(resp.status, code_for(resp.status),
+                           brief(text or resp.reason or HTTPStatus(resp.status).phrase))
+    for name in ("Allow", "Retry-After"):
+        if name in resp.headers:
+            json_resp.headers[name] = resp.headers[name]
+    if resp.keep_alive is False or _close_after(resp.status):
+        json_resp.force_close()
+    return json_resp
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        return as_json_error(await handler(request))  # type: ignore[no-any-return]
     except CspError as exc:
-        return web.json_response(exc.to_json(), status=exc.status)
+        resp = web.json_response(exc.to_json(), status=exc.status)
+        if _close_after(exc.status):
+            resp.force_close()
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed",
-                413: "too_large"}.get(exc.status, "http_error")
         message = exc.reason
         if exc.status == 413:  # a body past client_max_size never reaches the handler
             message = (f"message too large; the limit is "
                        f"{gateway_of(request).config.max_message_bytes} bytes")
-        return json_error(exc.status, code, message)
+        resp = json_error(exc.status, code_for(exc.status), message)
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                resp.headers[name] = exc.headers[name]
+        return resp
+    except (HttpProcessingError, RequestPayloadError) as exc:  # a broken body, read late
+        return json_error(400, "bad_request", f"malformed request body: {describe(exc)}")
+    except ConnectionError:
+        raise  # the client went away: nobody to answer
     except Exception:
         log.exception("unexpected error handling %s %s", request.method, request.path)
         return json_error(500, "internal", "internal error; see `cspctl gateway logs`")
@@ -107,6 +206,32 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
     check_origin(request.headers.get("Origin"), gw.origins)
     gw.tokens.check(request.headers.get("Authorization"))
     return await handler(request)
+
+
+@web.middleware
+async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bound the time an authenticated request's body may take to arrive.
+
+    A client that sends its body slowly (or never) would otherwise hold the
+    connection and the handler waiting on it; past the deadline the handler's
+    read fails with :class:`RequestTimeout` (a 408, and the connection closes).
+    The body itself is left unread here, for the handler to read as it likes.
+    """
+    if not request.body_exists:
+        return await handler(request)
+    limit = gateway_of(request).http.body_timeout
+    content = request.content
+
+    def expire() -> None:
+        if not content.is_eof():  # is_eof: the whole body has arrived, read or not
+            content.set_exception(RequestTimeout(
+                f"the request body did not arrive within {limit:g}s"))
+
+    timer = asyncio.get_running_loop().call_later(limit, expire)
+    try:
+        return await handler(request)
+    finally:
+        timer.cancel()
 
 
 async def read_json(request: web.Request) -> dict[str, object]:
@@ -126,7 +251,7 @@ def create_app(gw: Gateway, tcp_port: int | None = None) -> web.Application:
 
     gw.origins = own_origins(tcp_port or gw.config.tcp_port)
     app = web.Application(
-        middlewares=[errors_middleware, security_middleware],
+        middlewares=[errors_middleware, security_middleware, body_middleware],
         client_max_size=max(1024 * 1024, gw.config.max_message_bytes * 4),
     )
     app[GATEWAY] = gw
@@ -145,3 +270,441 @@ def open_gateway(config: GatewayConfig, db_path: Path, token_path: Path) -> Gate
                  limiter=RateLimiter(config.rate_per_second, config.rate_burst))
     hub.on_change.append(gw.update_status)
     return gw
+
+
+# -- the HTTP edge: connection budgets, deadlines, JSON for the parser's errors -----
+
+ACCEPT_BURST = 16  # connections accepted per wakeup of a listener, so listeners take turns
+ACCEPT_RETRY = 0.1  # after EMFILE and the like: try again this much later, never die
+WARN_EVERY = 60.0  # seconds between two warnings about the same refused connections
+REFUSE_LINGER = 1.0  # a refused connection is kept this long to take the client's request
+
+
+def raw_response(error: CspError, *headers: str) -> bytes:
+    """A complete HTTP/1.1 answer with the JSON error body, for the places that have no
+    request object to answer through (a refused connection, a head that never came)."""
+    body = json.dumps(error.to_json()).encode()
+    try:
+        reason = HTTPStatus(error.status).phrase
+    except ValueError:
+        reason = "Error"
+    head = [f"HTTP/1.1 {error.status} {reason}", "Content-Type: application/json; charset=utf-8",
+            f"Content-Length: {len(body)}", "Connection: close", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def error_response(status: int, exc: BaseException | None,
+                   message: str | None) -> web.Response:
+    """The JSON answer to what aiohttp refused before the application saw it."""
+    text = message or (describe(exc) if exc is not None else "") or HTTPStatus(status).phrase
+    error: CspError | None = None
+    if isinstance(exc, LineTooLong) or "Too many headers" in text:
+        error = HeadersTooLarge("request line or headers too large: at most 8190 bytes "
+                                "per line and 128 headers")
+    elif status == 400:
+        error = BadRequest(f"malformed HTTP request: {brief(text)}")
+    if error is not None:
+        resp = web.json_response(error.to_json(), status=error.status)
+    else:
+        resp = json_error(status, code_for(status),
+                          "internal error; see `cspctl gateway logs`" if status >= 500
+                          else brief(text))
+    resp.force_close()
+    return resp
+
+
+class LingeringTransport(asyncio.Transport):
+    """A connection's transport whose ``close()`` is graceful: it sends what is
+    buffered, then FIN, and keeps reading (and dropping) what the client still sends
+    until the client closes too or ``linger`` seconds pass (then it aborts).
+
+    Closing a socket with unread input makes the kernel reset the connection, and a
+    client that is still sending (a refused upload, the rest of 300 headers) then
+    loses the answer it was sent: the 400 or 431 in JSON.  ``abort()`` stays abrupt.
+    """
+
+    def __init__(self, transport: asyncio.Transport, linger: float,
+                 on_linger: Callable[[], None]) -> None:
+        super().__init__()
+        self._transport = transport
+        self._linger = linger
+        self._on_linger = on_linger
+        self._timer: asyncio.TimerHandle | None = None
+
+    def close(self) -> None:
+        t = self._transport
+        if t.is_closing() or self._timer is not None:
+            return
+        if self._linger <= 0 or not t.can_write_eof():
+            t.close()
+            return
+        self._on_linger()
+        try:
+            t.write_eof()  # FIN once the buffer is flushed; reading goes on
+        except (OSError, RuntimeError):
+            t.close()
+            return
+        # then abort: a client that has not read its answer by now is not reading,
+        # and close() would wait for it to
+        self._timer = asyncio.get_running_loop().call_later(self._linger, t.abort)
+
+    def cancel_linger(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def is_closing(self) -> bool:
+        return self._timer is not None or self._transport.is_closing()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._transport.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self._transport.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+
+class GuardedHandler(RequestHandler):
+    """aiohttp's per-connection protocol, with the bounds of :class:`HttpLimits` and
+    JSON bodies for the errors aiohttp answers itself (parser errors, its fallbacks)."""
+
+    __slots__ = ("_closer", "_head_timer", "_limits", "_lingering", "_on_close",
+                 "_stall_timer")
+
+    def __init__(self, manager: web.Server, limits: HttpLimits,
+                 on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._limits = limits
+        self._on_close = on_close
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
+        self._closer: LingeringTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert isinstance(transport, asyncio.Transport)
+        self._closer = LingeringTransport(transport, self._limits.lingering_time,
+                                          self._start_lingering)
+        self.transport = self._closer
+        self._head_timer = self._loop.call_later(self._limits.head_timeout,
+                                                 self._head_timed_out)
+
+    def _start_lingering(self) -> None:
+        self._lingering = True
+
+    @property
+    def who(self) -> str:
+        """The peer, for the log: its address on TCP (all local, but which port)."""
+        peer = self.peername
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a unix client"
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # closing: what still comes is dropped
+        queued = len(self._messages)
+        super().data_received(data)
+        # the parser takes HTTP/0.9 and HTTP/2.0 request lines, and aiohttp would echo
+        # the version in its status line ("HTTP/0.9 401"): refuse them as HTTP/1.x
+        for i in range(queued, len(self._messages)):
+            message, _ = self._messages[i]
+            if (isinstance(message, RawRequestMessage)
+                    and message.version not in (HttpVersion10, HttpVersion11)):
+                exc = BadHttpMessage("unsupported HTTP version; use HTTP/1.1")
+                self._messages[i] = (_ErrInfo(status=400, exc=exc, message=exc.message),
+                                     EMPTY_PAYLOAD)
+        # the parser counts every head it completes (errors included): from then on
+        # aiohttp's keep-alive timeout bounds the idle time between requests
+        if self._head_timer is not None and self._request_count:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._request_count or self.transport is None:
+            return
+        log.debug("no complete request head from %s in %gs; closing",
+                  self.who, self._limits.head_timeout)
+        self.transport.write(raw_response(RequestTimeout(
+            f"no complete request within {self._limits.head_timeout:g}s")))
+        self.force_close()  # closes once the answer is flushed
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._stall_timer = self._loop.call_later(self._limits.stall_timeout,
+                                                      self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _stalled(self) -> None:
+        """The peer read nothing for ``stall_timeout`` with our send buffer full: drop
+        it, so what waits for it (its queue, its buffers) is freed; a watcher that
+        reconnects resumes from its cursor."""
+        self._stall_timer = None
+        if self.transport is not None:
+            log.info("dropping %s: it read nothing for %gs", self.who,
+                     self._limits.stall_timeout)
+            self.transport.abort()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._closer is not None:
+            self._closer.cancel_linger()
+        for timer in (self._head_timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._stall_timer = None
+        try:
+            super().connection_lost(exc)
+        finally:
+            self._on_close()
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A broken or late body found while draining it after the answer (bad
+        chunking or compression, the body deadline) or a vanished client is the
+        client's problem, not the gateway's: one debug line, not a traceback per
+        request in the journal."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError | HttpProcessingError | ConnectionError
+                      | CspError):
+            log.debug("dropped a connection from %s: %s", self.who, describe(exc))
+            return
+        super().log_exception(*args, **kw)
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """aiohttp's answer to what never reached the application: JSON like the rest."""
+        if request.writer.output_size > 0:  # as aiohttp does: too late for an answer
+            raise ConnectionError("response already started; cannot send the error")
+        if status >= 500 and not isinstance(exc, ConnectionError):
+            self.log_exception("error handling a request from %s", self.who, exc_info=exc)
+        else:
+            log.debug("refused a request from %s: %s", self.who, exc or message)
+        return error_response(status, exc, message)
+
+    async def finish_response(self, request: Any, resp: Any,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        """The last net: an error answer that is not JSON yet (an HTTPException raised
+        outside the middlewares, such as a 417 for a bad ``Expect``, or a handler's
+        bare 405) gets the JSON error body before it goes out."""
+        resp = as_json_error(resp)
+        return await super().finish_response(request, resp, start_time)
+
+
+class GuardedSite(web.BaseSite):
+    """A listening socket that accepts its own connections, so it can count them.
+
+    At its cap a new connection is answered at once with a JSON 503 and closed:
+    it costs an accept and a send, and its descriptor for at most REFUSE_LINGER
+    (REFUSED_LINGERING of them at a time).  EMFILE (or ENFILE, ENOBUFS) pauses only
+    this listener, briefly.
+    """
+
+    __slots__ = ("_accepting", "_cap", "_connecting", "_last_warning", "_limits",
+                 "_lingering", "_sock", "_stopped", "family", "open", "refused")
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, cap: int,
+                 limits: HttpLimits) -> None:
+        super().__init__(runner)
+        self._sock = sock
+        self._cap = cap
+        self._limits = limits
+        self._accepting = False
+        self._stopped = False
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._lingering: dict[socket.socket, asyncio.TimerHandle] = {}
+        self._last_warning: dict[str, float] = {}
+        self.family = sock.family
+        self.open = 0  # connections accepted and not yet closed
+        self.refused = 0
+
+    @property
+    def name(self) -> str:
+        if self.family == socket.AF_UNIX:
+            return f"http://unix:{self._sock.getsockname()}:"
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def kind(self) -> str:
+        return "unix" if self.family == socket.AF_UNIX else "TCP"
+
+    async def start(self) -> None:
+        await super().start()
+        self._sock.setblocking(False)
+        self._resume()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._pause()
+        for conn in list(self._lingering):
+            self._close_refused(conn)
+        self._sock.close()
+        await super().stop()
+
+    def _resume(self) -> None:
+        if not self._accepting and not self._stopped:
+            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept)
+            self._accepting = True
+
+    def _pause(self) -> None:
+        if self._accepting:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._accepting = False
+
+    def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPT_BURST):
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._warn("accept", f"cannot accept on the {self.kind} socket: "
+                               f"{exc.strerror}; {self.open} connections open")
+                    self._pause()
+                    loop.call_later(ACCEPT_RETRY, self._resume)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that client gave up while queued
+                log.warning("accept on the %s socket failed: %s", self.kind, exc)
+                return
+            if self.open >= self._cap:
+                self._refuse(conn)
+                continue
+            self.open += 1
+            task = loop.create_task(self._connect(conn))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Answer 503 at once, then keep the socket a moment (at most REFUSE_LINGER,
+        at most REFUSED_LINGERING of them) to swallow the request the client is
+        still sending: closing on unread data would reset the connection, and the
+        client would see a reset instead of the answer."""
+        self.refused += 1
+        self._warn("cap", f"{self.kind} connection limit ({self._cap}) reached: refusing "
+                   f"new connections ({self.refused} so far)")
+        busy = Busy(f"the gateway has too many open {self.kind} connections "
+                    f"({self._cap}); try again shortly")
+        try:
+            conn.setblocking(False)
+            conn.send(raw_response(busy, "Retry-After: 1"))  # an empty send buffer takes it
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        if len(self._lingering) >= REFUSED_LINGERING:
+            self._swallow(conn)
+            conn.close()
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_reader(conn.fileno(), self._refused_readable, conn)
+        self._lingering[conn] = loop.call_later(REFUSE_LINGER, self._close_refused, conn)
+
+    @staticmethod
+    def _swallow(conn: socket.socket) -> bool:
+        """Read and drop what the client sent; False once it has closed its side."""
+        try:
+            return bool(conn.recv(65536))
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+
+    def _refused_readable(self, conn: socket.socket) -> None:
+        if not self._swallow(conn):
+            self._close_refused(conn)
+
+    def _close_refused(self, conn: socket.socket) -> None:
+        timer = self._lingering.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+            conn.close()
+
+    async def _connect(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.open -= 1
+
+        server = self._runner.server
+        assert server is not None
+        try:
+            conn.setblocking(False)
+            await loop.connect_accepted_socket(
+                lambda: GuardedHandler(server, self._limits, release, loop=loop,
+                                       **server._kwargs),
+                conn)
+        except Exception as exc:
+            log.debug("could not set up a %s connection: %s", self.kind, exc)
+            release()
+            conn.close()
+
+    def _warn(self, what: str, message: str) -> None:
+        """At most one warning per kind of trouble a minute: a flood must not flood
+        the journal too."""
+        now = time.monotonic()
+        if now - self._last_warning.get(what, -WARN_EVERY) >= WARN_EVERY:
+            self._last_warning[what] = now
+            log.warning("%s", message)
+
+
+async def start_http(app: web.Application, listeners: list[Listener],
+                     caps: ConnectionCaps) -> tuple[web.AppRunner, list[GuardedSite]]:
+    """Serve ``app`` on ``listeners``, each with its budget from ``caps``."""
+    limits = app[GATEWAY].http
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
+                           keepalive_timeout=limits.keepalive_timeout,
+                           lingering_time=limits.lingering_time)
+    await runner.setup()
+    sites = []
+    for listener in listeners:
+        site = GuardedSite(runner, listener.sock, caps.for_family(listener.sock.family), limits)
+        await site.start()
+        sites.append(site)
+    return runner, sites

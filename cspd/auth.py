@@ -1,32 +1,50 @@
-"""The bearer token and the Origin check.
+"""The bearer token, the agents' credentials and the Origin check.
 
 The token is a random secret in ``$XDG_RUNTIME_DIR/csp/token`` (0600 in a 0700
 directory).  Whoever starts first creates it (the gateway or a client about to
 socket-activate it), atomically and exclusively.  The gateway re-reads the file
 when it changes, so ``cspctl token --rotate`` takes effect without a restart.
+
+The token is the owner's.  An agent gets its own *credential* instead
+(``agent.NAME.MAC``, an HMAC of its name under a second secret, ``agent-key``
+beside the token): the gateway hands it to the sidecar at registration and the
+sidecar puts it in the agent's environment, so an agent's ``cspctl`` says who
+it is without the owner's token, on TCP too, where the kernel cannot tell.
+Derived rather than stored, a credential outlives a gateway restart, and
+rotating the owner's token does not strand the agents that are running.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
 
 from . import paths
-from .errors import ConfigError, Forbidden, Unauthorized
+from .endpoint import AGENT_TOKEN_ENV
+from .errors import BadRequest, ConfigError, Forbidden, Unauthorized
+from .protocol import check_name
+
+AGENT_KEY_FILE = "agent-key"
+CREDENTIAL_PREFIX = "agent."
 
 
 def ensure_token(path: Path | None = None) -> str:
     """Read the token, creating it first if there is none."""
-    path = path or paths.token_path()
+    return _ensure_secret(path or paths.token_path())
+
+
+def _ensure_secret(path: Path) -> str:
     paths.ensure_private_dir(path.parent)
     if path.exists():
         return read_token(path)
     # write it aside, then link it into place: link() is exclusive and atomic, so
     # a racing reader never sees a created-but-still-empty token file
-    tmp = path.with_name(f".token.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -51,6 +69,47 @@ def read_token(path: Path | None = None) -> str:
     return token
 
 
+def client_token(path: Path | None = None, *, create: bool = True) -> str:
+    """What a client sends: its agent's credential inside an agent, else the token.
+
+    Inside an agent the credential says who is speaking without the owner's token;
+    elsewhere a client may be the one that socket-activates the gateway, so it may
+    have to create the token the gateway will then read.
+    """
+    credential = os.environ.get(AGENT_TOKEN_ENV, "").strip()
+    if credential:
+        return credential
+    return ensure_token(path) if create else read_token(path)
+
+
+def agent_key_path(token_path: Path | None = None) -> Path:
+    return (token_path or paths.token_path()).with_name(AGENT_KEY_FILE)
+
+
+def ensure_agent_key(token_path: Path | None = None) -> str:
+    """The secret agents' credentials derive from (created like the token)."""
+    return _ensure_secret(agent_key_path(token_path))
+
+
+def agent_credential(name: str, key: str) -> str:
+    """The credential of agent ``name``: only a holder of ``key`` can make it."""
+    mac = hmac.new(key.encode(), f"csp-agent:{name}".encode(), hashlib.sha256).digest()
+    return f"{CREDENTIAL_PREFIX}{name}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def credential_name(value: str) -> str | None:
+    """The agent name a credential-shaped value claims (unverified), or None."""
+    if not value.startswith(CREDENTIAL_PREFIX):
+        return None
+    name, dot, mac = value[len(CREDENTIAL_PREFIX):].partition(".")
+    if not dot or not mac:
+        return None
+    try:
+        return check_name(name)
+    except BadRequest:
+        return None
+
+
 def rotate_token(path: Path | None = None) -> str:
     """Replace the token atomically; every client must re-read it."""
     path = path or paths.token_path()
@@ -64,12 +123,14 @@ def rotate_token(path: Path | None = None) -> str:
 
 
 class TokenChecker:
-    """Constant-time check of ``Authorization: Bearer`` against the token file."""
+    """Constant-time check of ``Authorization: Bearer``: the owner's token from its
+    file, or an agent's credential."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._stamp: tuple[int, int] | None = None
         self._token = b""
+        self._key: str | None = None  # read (or made) when first needed
         self.refresh()
 
     def refresh(self) -> None:
@@ -79,7 +140,9 @@ class TokenChecker:
             self._token = read_token(self.path).encode()
             self._stamp = stamp
 
-    def check(self, header: str | None) -> None:
+    def check(self, header: str | None) -> str | None:
+        """Refuse a request without a good bearer; return the agent a credential names
+        (None for the owner's token)."""
         # keep the last good token if the file is briefly missing
         with contextlib.suppress(OSError, ConfigError):
             self.refresh()
@@ -87,10 +150,47 @@ class TokenChecker:
             raise Unauthorized("missing token: send 'Authorization: Bearer <token>' "
                                "(the token is in $XDG_RUNTIME_DIR/csp/token)")
         scheme, _, value = header.partition(" ")
-        # header text may carry undecodable bytes as surrogates: compare them as bytes
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-                value.strip().encode("utf-8", "surrogatepass"), self._token):
+        if scheme.lower() != "bearer":
             raise Unauthorized("wrong token")
+        # header text may carry undecodable bytes as surrogates: compare them as bytes
+        raw = value.strip().encode("utf-8", "surrogatepass")
+        if hmac.compare_digest(raw, self._token):
+            return None
+        name = self._credential_agent(value.strip())
+        if name is None:
+            raise Unauthorized("wrong token")
+        return name
+
+    def agent_of(self, header: str | None) -> str | None:
+        """The agent whose credential ``header`` carries; None for anything else."""
+        scheme, _, value = (header or "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self._credential_agent(value.strip())
+
+    def issue(self, name: str) -> str:
+        """Agent ``name``'s credential, handed to its sidecar at registration."""
+        if self._key is None:
+            self._key = _ensure_secret(agent_key_path(self.path))
+        return agent_credential(name, self._key)
+
+    def _agent_key(self) -> str | None:
+        if self._key is None:  # a sidecar may have made it before the gateway needed it
+            with contextlib.suppress(ConfigError):
+                self._key = read_token(agent_key_path(self.path))
+        return self._key
+
+    def _credential_agent(self, value: str) -> str | None:
+        name = credential_name(value)
+        if name is None:
+            return None
+        key = self._agent_key()
+        if key is None:  # no credential was ever issued
+            return None
+        good = agent_credential(name, key).encode()
+        if hmac.compare_digest(value.encode("utf-8", "surrogatepass"), good):
+            return name
+        return None
 
 
 def check_origin(origin: str | None, own: set[str]) -> None:

@@ -15,13 +15,21 @@ from typing import Any
 
 import aiohttp
 
-from .auth import ensure_token, read_token
-from .endpoint import AGENT_ENV, GATEWAY_ENV, ROOM_ENV, default_identity, gateway_address
+from . import paths
+from .auth import client_token
+from .endpoint import (
+    AGENT_ENV,
+    AGENT_TOKEN_ENV,
+    GATEWAY_ENV,
+    ROOM_ENV,
+    default_identity,
+    gateway_address,
+)
 from .errors import CspError, GatewayUnavailable, decode_response, from_json
 from .protocol import API, IDENTITY_HEADER, Message
 
-__all__ = ["AGENT_ENV", "GATEWAY_ENV", "ROOM_ENV", "GatewayClient", "default_identity",
-           "gateway_address"]
+__all__ = ["AGENT_ENV", "AGENT_TOKEN_ENV", "GATEWAY_ENV", "ROOM_ENV", "GatewayClient",
+           "default_identity", "gateway_address"]
 
 
 class GatewayClient:
@@ -33,6 +41,8 @@ class GatewayClient:
         self.address = address or gateway_address()
         self.agent = agent
         self._token = token
+        self._fixed = token is not None  # a token given here is never re-read
+        self._stamp: tuple[int, int] | None = None  # the token file's, when last read
         self._token_path = token_path
         self._create_token = create_token
         self._timeout = timeout
@@ -47,12 +57,46 @@ class GatewayClient:
         return "http://localhost" if self.is_unix else self.address.rstrip("/")
 
     def token(self) -> str:
-        if self._token is None:
-            # a client may be the one that socket-activates the gateway, so it may
-            # have to create the token the gateway will then read
-            reader = ensure_token if self._create_token else read_token
-            self._token = reader(self._token_path)
+        """The bearer to send, re-read whenever the token file changes.
+
+        A long-lived client (``cspctl chat``, ``cspctl mcp``, a sidecar) must
+        not hold on to a token that ``cspctl token --rotate`` replaced; a stat
+        per request is cheap next to the request.  A file that is briefly
+        missing keeps the token we have.
+        """
+        if self._fixed and self._token is not None:
+            return self._token
+        stamp = self._file_stamp()
+        if self._token is None or (stamp is not None and stamp != self._stamp):
+            # inside an agent, the agent's credential; else the owner's token
+            self._token = client_token(self._token_path, create=self._create_token)
+            self._stamp = self._file_stamp()
         return self._token
+
+    def refresh_token(self) -> bool:
+        """Re-read the token now (after a 401); True when it changed, i.e. worth a retry."""
+        if self._fixed:
+            return False
+        before, self._stamp = self._token, None
+        self._token = None
+        try:
+            return self.token() != before
+        except CspError:
+            self._token = before
+            return False
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self._token_path or paths.token_path()).stat()
+        except (OSError, CspError):
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def use_credential(self, credential: str) -> None:
+        """Authenticate further requests with an agent's credential (a sidecar, once
+        the gateway issued it: on TCP only that tells the gateway who is speaking)."""
+        self._token = credential
+        self._fixed = True
 
     def headers(self) -> dict[str, str]:
         h = {"Authorization": f"Bearer {self.token()}"}
@@ -96,7 +140,14 @@ class GatewayClient:
         try:
             async with self.session.request(method, url, json=json_body, params=params,
                                             headers=self.headers()) as resp:
-                return decode_response(resp.status, await resp.text())
+                status, text = resp.status, await resp.text()
+            if status == 401 and self.refresh_token():
+                # the token was rotated between our read and the gateway's: a 401 stored
+                # nothing, so sending again with the new one is safe
+                async with self.session.request(method, url, json=json_body, params=params,
+                                                headers=self.headers()) as resp:
+                    status, text = resp.status, await resp.text()
+            return decode_response(status, text)
         except CspError:
             raise
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:
@@ -169,14 +220,22 @@ class GatewayClient:
             params["room"] = room
         params.update(extra or {})
         try:
-            ws = await self.session.ws_connect(
-                self.base_url + f"{API}/stream", params=params, headers=self.headers(),
-                timeout=aiohttp.ClientWSTimeout(ws_close=5.0), max_msg_size=4 * 1024 * 1024)
+            try:
+                ws = await self._ws_connect(params)
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status != 401 or not self.refresh_token():
+                    raise
+                ws = await self._ws_connect(params)  # the token was rotated meanwhile
         except aiohttp.WSServerHandshakeError as exc:
             raise _handshake_error(exc) from None
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:
             raise self.unavailable(exc) from None
         return ws
+
+    async def _ws_connect(self, params: dict[str, str]) -> aiohttp.ClientWebSocketResponse:
+        return await self.session.ws_connect(
+            self.base_url + f"{API}/stream", params=params, headers=self.headers(),
+            timeout=aiohttp.ClientWSTimeout(ws_close=5.0), max_msg_size=4 * 1024 * 1024)
 
     async def follow(self, *, room: str | None = None,
                      since: int = 0) -> AsyncIterator[Message]:

@@ -30,6 +30,17 @@ class GatewayConfig:
     hop_limit: int = 6
     tcp_port: int = 8765
     history_limit_max: int = 5000
+    # what waits for an agent that is away: deliveries older than this many seconds,
+    # or past the newest pending_max_count, are dropped when it comes back and
+    # replaced by one summary line (each typed-in message is a paid model turn)
+    pending_max_age_s: int = 86400
+    pending_max_count: int = 100
+
+
+# the replay of an agent's backlog must fit in one connection's queue (10,000,
+# hub.MAX_QUEUE) with room for the summary line and live messages
+PENDING_MAX_COUNT_LIMIT = 5000
+PENDING_MAX_AGE_LIMIT = 10 * 365 * 86400  # ten years: "never" without overflowing dates
 
 
 def load_document(path: Path | None = None) -> dict[str, Any]:
@@ -83,8 +94,11 @@ def gateway_config(doc: dict[str, Any] | None = None, path: Path | None = None) 
         if isinstance(value, int | float) and value <= 0:
             raise ConfigError(f"{path}: gateway.{key} must be positive, got {value!r}")
         values[key] = type(default)(value)
-    if "tcp_port" in values and values["tcp_port"] > 65535:
-        raise ConfigError(f"{path}: gateway.tcp_port must be at most 65535")
+    for key, most in (("tcp_port", 65535), ("pending_max_count", PENDING_MAX_COUNT_LIMIT),
+                      ("pending_max_age_s", PENDING_MAX_AGE_LIMIT)):
+        if key in values and values[key] > most:
+            raise ConfigError(f"{path}: gateway.{key} must be at most {most}, "
+                              f"got {values[key]!r}")
     if "default_room" in values:
         try:
             check_name(values["default_room"], "room name")

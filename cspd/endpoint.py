@@ -13,6 +13,8 @@ from .protocol import HUMAN
 
 GATEWAY_ENV = "CSP_GATEWAY"
 AGENT_ENV = "CSP_AGENT"
+# the agent's own credential, which its sidecar puts where the owner's token never goes
+AGENT_TOKEN_ENV = "CSP_AGENT_TOKEN"
 ROOM_ENV = "CSP_ROOM"
 
 
@@ -30,10 +32,23 @@ def speaker(requested: str | None) -> str:
     """Who a command speaks as: ``--as NAME`` outside an agent, the agent inside one.
 
     An agent CLI runs commands on its own; inside a sidecar it must not be able to
-    post in another agent's (or the human's) name by adding ``--as``.
+    post in another agent's (or the human's) name by adding ``--as``.  The gateway
+    enforces that from the connection (:mod:`cspd.identity`); refusing here too
+    only says so before a request is made.
     """
     inside = os.environ.get(AGENT_ENV)
     if requested and inside and requested != inside:
         raise Forbidden(f"inside agent {inside!r} (CSP_AGENT) you speak as {inside}; "
                         f"--as {requested} is refused")
     return requested or inside or HUMAN
+
+
+def owner_only(what: str) -> None:
+    """Refuse inside an agent what only the owner may do (pause, resume, interrupt).
+
+    The gateway refuses it to an agent's processes by itself; the session bus cannot
+    tell who calls, so a command that would go there says no before it asks.
+    """
+    inside = os.environ.get(AGENT_ENV)
+    if inside:
+        raise Forbidden(f"inside agent {inside!r} (CSP_AGENT): {what} is the owner's")

@@ -76,6 +76,32 @@ class RateLimited(CspError):
     exit_code = 7
 
 
+class HeadersTooLarge(BadRequest):
+    """A request line or header past the parser's limit (8 KiB each, 128 headers)."""
+
+    status = 431
+    code = "headers_too_large"
+
+
+class RequestTimeout(CspError):
+    """A request's head or body did not arrive in time: the connection is closed so that
+    half-sent requests cannot hold the gateway's file descriptors."""
+
+    status = 408
+    code = "request_timeout"
+    exit_code = 1
+
+
+class Busy(CspError):
+    """The socket's connection budget is spent (another local user flooding the TCP
+    port, or a runaway script): the connection is refused at once, retry shortly.
+    Same exit code as a rate limit: both mean "back off and try again"."""
+
+    status = 503
+    code = "busy"
+    exit_code = 7
+
+
 class GatewayUnavailable(CspError):
     """The gateway cannot be reached at all (not running, socket missing)."""
 

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import Conflict
+from .identity import AgentTree
 from .protocol import Message
 
 MAX_QUEUE = 10_000
@@ -50,6 +52,7 @@ class Subscriber:
         self._last_id = since
         self.state = AgentState()
         self.overflowed = False
+        self.tree = AgentTree()  # the processes that are this agent (set at registration)
 
     def wants(self, message: Message, deliver_to: tuple[str, ...]) -> bool:
         if self.agent is not None:
@@ -107,6 +110,16 @@ class Hub:
         else:
             self.watchers.add(sub)
         self._changed()
+
+    def claim(self, sub: Subscriber) -> None:
+        """Register an agent connection unless its name is online: the check and the
+        add happen with no await in between, so of two registrations of one name at
+        the same moment exactly one succeeds."""
+        assert sub.agent is not None
+        if sub.agent in self.agents:
+            raise Conflict(f"an agent named {sub.agent!r} is already online; "
+                           "pick another --name", name=sub.agent)
+        self.add(sub)
 
     def remove(self, sub: Subscriber) -> None:
         if sub.agent is not None:

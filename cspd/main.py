@@ -15,19 +15,21 @@ import signal
 import sys
 
 import click
-from aiohttp import web
 
-from . import __version__, activation, paths
-from .app import Gateway, create_app, open_gateway
+from . import __version__, activation, paths, restarts
+from .app import Gateway, create_app, open_gateway, start_http
 from .auth import ensure_token
 from .config import gateway_config
 from .errors import CspError
+from .notify import Notifier
 
 log = logging.getLogger("cspd")
 
 
 async def serve(tcp: bool) -> None:
     config = gateway_config()
+    # before any socket: the connection budgets are cut from the file limit in force
+    caps = activation.connection_caps(activation.raise_fd_limit())
     listeners = activation.inherited_sockets()
     if not listeners:
         listeners.append(activation.bind_unix(paths.socket_path()))
@@ -38,13 +40,11 @@ async def serve(tcp: bool) -> None:
     await gw.store.open()
     await gw.router.load()
     app = create_app(gw, activation.tcp_port_of(listeners))
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    for listener in listeners:
-        await web.SockSite(runner, listener.sock, shutdown_timeout=2.0).start()
+    runner, _ = await start_http(app, listeners, caps)
     log.info("serving on %s", ", ".join(
         str(lst.path or lst.sock.getsockname()) + (" (systemd)" if lst.inherited else "")
         for lst in listeners))
+    log.info("connection limits: %d on the unix socket, %d on TCP", caps.unix, caps.tcp)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -68,19 +68,33 @@ async def serve(tcp: bool) -> None:
 
 
 def _reload(gw: Gateway) -> None:
-    """SIGHUP: re-read config.toml; keep the old one if the new one is invalid."""
+    """SIGHUP: re-read config.toml; keep the old one if the new one is invalid.
+
+    ``READY=1`` follows ``RELOADING=1`` whatever goes wrong in between (a token
+    file that is gone, a bug): without it systemd would keep the unit
+    "reloading" for good.
+    """
     gw.notifier.reloading()
     try:
-        config = gateway_config()
-    except CspError as exc:
-        log.error("reload failed, keeping the running config: %s", exc.message)
-    else:
-        gw.config = config
-        gw.router.config = config
-        gw.limiter.configure(config.rate_per_second, config.rate_burst)
-        log.info("configuration reloaded")
-    gw.tokens.refresh()
-    gw.notifier.ready(gw.status_text())
+        try:
+            config = gateway_config()
+        except CspError as exc:
+            log.error("reload failed, keeping the running config: %s", exc.message)
+        else:
+            gw.config = config
+            gw.router.config = config
+            gw.limiter.configure(config.rate_per_second, config.rate_burst)
+            log.info("configuration reloaded")
+        try:
+            gw.tokens.refresh()
+        except (OSError, CspError) as exc:
+            why = exc.message if isinstance(exc, CspError) else (exc.strerror or str(exc))
+            log.warning("cannot re-read the token file (%s); the current token stays valid "
+                        "(`cspctl token --rotate` writes a new one)", why)
+    except Exception:
+        log.exception("reload failed, keeping the running config")
+    finally:
+        gw.notifier.ready(gw.status_text())
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,8 +121,19 @@ def main(tcp: bool, verbose: bool) -> None:
         format="%(levelname)s %(name)s: %(message)s" if os.environ.get("INVOCATION_ID")
         else "%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr)
+    # until the loop's own handler is in place, a reload request must not kill us
+    # (SIGHUP's default action); the config is read at start anyway
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    pacer = restarts.Pacer(Notifier())
+    if not pacer.start():  # crash-loop backoff under systemd; False: stopped while waiting
+        return
     try:
         asyncio.run(serve(tcp))
     except CspError as exc:
+        pacer.failed(exc.message)
         click.echo(f"cspd: {exc.message}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        pacer.failed(f"{exc.__class__.__name__}: {exc}")
+        raise
+    pacer.clean()

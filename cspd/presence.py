@@ -4,22 +4,33 @@ The gateway subscribes to ``NameOwnerChanged`` for the ``io.csp.Agent``
 namespace *before* an initial ``ListNames``, so nothing is missed, and posts
 ``<name> joined #room`` / ``<name> left`` as ``system`` messages.  The bus
 daemon announces a lost owner the moment the sidecar's socket closes, so a
-SIGKILLed sidecar leaves at once instead of after a timeout.  It also follows
-every agent's ``PropertiesChanged``, so ``GET /v1/agents`` shows live state.
+SIGKILLed sidecar leaves at once instead of after a timeout.  Only the bus
+daemon's own ``NameOwnerChanged`` counts: any client may send a signal that
+looks like it straight to us (a unicast signal needs no match rule), but only
+the daemon's carries the sender ``org.freedesktop.DBus``.  Presence also
+follows every agent's ``PropertiesChanged``, so ``GET /v1/agents`` shows live
+state.
 
 While the bus is up this is the only source of joined/left messages
 (``Gateway.bus_presence``; the WebSocket stream stays quiet about them).
 Without a bus (or when it goes away) presence falls back to connections, and
-the status line says so.
+the status line says so; meanwhile the gateway tries to connect again, with
+backoff, for as long as it runs.  When a restarted bus is back, the agents that
+were on it before rejoin quietly (their sidecars claim their names again); one
+that has not come back after :data:`REJOIN_GRACE` seconds, and is not connected
+to the gateway either, is posted as having left.
 
 Events are handled one at a time in arrival order by one worker task, so a
 join still reading the agent's properties is never overtaken by its leave.
+Each event carries the generation of the bus connection it came from, so
+nothing from a lost connection is applied to the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shlex
 from collections.abc import AsyncIterator
@@ -48,6 +59,11 @@ log = logging.getLogger("cspd.presence")
 # a join waits at most this for the new owner's properties (it keeps "within a second"
 # for any live sidecar; a dead one answers at once with an error)
 PROPERTIES_TIMEOUT = 2.0
+# reconnecting to a lost (or not yet started) bus: first try, then doubling up to the cap
+RECONNECT_FIRST = 0.2
+RECONNECT_MAX = 2.0
+# after the bus is back, how long agents that were on it have to claim their names again
+REJOIN_GRACE = 10.0
 
 
 @dataclass
@@ -74,8 +90,19 @@ class Presence:
         self.address = address
         self.bus: MessageBus | None = None
         self.by_bus_name: dict[str, BusAgent] = {}
-        self._events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._generation = 0  # of the current bus connection
+        self._events: asyncio.Queue[tuple[int, str, str]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+        self._grace: asyncio.Task[None] | None = None
+        # agents that were on a bus we lost: their return is not news
+        self._returning: dict[str, BusAgent] = {}
+        # ... of which these were connected to the gateway too: while the bus is away the
+        # stream announces their leaving (stream.py), so the grace must not do it again
+        self._streaming: set[str] = set()
+        self._stopped = False
+        self._warned = False  # "no bus" is logged once per outage, not once per attempt
 
     @property
     def active(self) -> bool:
@@ -87,45 +114,87 @@ class Presence:
         return found if found is not None and found.name == name else None
 
     async def start(self) -> bool:
-        """Connect and start watching; False (and a warning) when there is no bus."""
+        """Connect and start watching; False (and a warning) when there is no bus yet.
+
+        Without a bus the gateway keeps trying in the background: a bus that
+        appears (or comes back) later is picked up.
+        """
+        self._stopped = False
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._work(), name="presence-worker")
+        if await self._attach():
+            return True
+        self._reconnect_later()
+        return False
+
+    async def stop(self) -> None:
+        self._stopped = True
+        bus, self.bus = self.bus, None
+        tasks = [t for t in (self._worker, self._watch, self._reconnect, self._grace)
+                 if t is not None]
+        self._worker = self._watch = self._reconnect = self._grace = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if bus is not None:
+            sessionbus.disconnect(bus)
+
+    async def _attach(self) -> bool:
+        """One attempt at a bus connection: subscribe, list, queue the owners."""
         try:
             bus = await sessionbus.connect(self.address)
         except BusUnavailable as exc:
-            log.warning("%s; presence falls back to connections", exc.message)
+            if not self._warned:
+                log.warning("%s; presence falls back to connections (retrying)", exc.message)
+                self._warned = True
             self._set_active(False)
             return False
-        bus.add_message_handler(self._on_message)
+        self._generation += 1
+        generation = self._generation
+        bus.add_message_handler(functools.partial(self._on_message, generation))
+        self.bus = bus
         try:
             await sessionbus.add_match(bus, PRESENCE_MATCH)
             await sessionbus.add_match(bus, PROPERTIES_MATCH)
             names = [n for n in await sessionbus.list_names(bus) if is_agent_bus_name(n)]
-            self.bus = bus
             for name in names:
                 owner = await sessionbus.name_owner(bus, name)
                 if owner:
-                    self._events.put_nowait((name, owner))
+                    self._events.put_nowait((generation, name, owner))
         except CspError as exc:
+            if self.bus is bus:
+                self.bus = None
             sessionbus.disconnect(bus)
-            self.bus = None
-            log.warning("session bus: %s; presence falls back to connections", exc.message)
+            if not self._warned:
+                log.warning("session bus: %s; presence falls back to connections (retrying)",
+                            exc.message)
+                self._warned = True
             self._set_active(False)
             return False
-        self._tasks = [asyncio.create_task(self._worker(), name="presence-worker"),
-                       asyncio.create_task(self._watch_disconnect(bus), name="presence-bus")]
+        self._warned = False
+        self._watch = asyncio.create_task(self._watch_disconnect(bus), name="presence-bus")
         self._set_active(True)
+        if self._returning:
+            self._grace = asyncio.create_task(self._expire_returning(generation),
+                                              name="presence-grace")
         log.info("presence: watching the session bus (%d agents on it)", len(names))
         return True
 
-    async def stop(self) -> None:
-        bus, self.bus = self.bus, None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
-        if bus is not None:
-            sessionbus.disconnect(bus)
+    def _reconnect_later(self) -> None:
+        if self._stopped or (self._reconnect is not None and not self._reconnect.done()):
+            return
+        self._reconnect = asyncio.create_task(self._reconnect_loop(), name="presence-reconnect")
+
+    async def _reconnect_loop(self) -> None:
+        delay = RECONNECT_FIRST
+        while not self._stopped:
+            await asyncio.sleep(delay)
+            if await self._attach():
+                log.info("presence: back on the session bus")
+                return
+            delay = min(delay * 2, RECONNECT_MAX)
 
     def _set_active(self, active: bool) -> None:
         self.gw.bus_presence = active
@@ -136,29 +205,57 @@ class Presence:
     async def _watch_disconnect(self, bus: MessageBus) -> None:
         with contextlib.suppress(Exception):
             await sessionbus.disconnected(bus)
-        if self.bus is bus:  # not our own stop(): the bus went away under us
-            log.warning("lost the session bus; presence falls back to connections")
+        if self.bus is bus and not self._stopped:  # the bus went away under us
+            log.warning("lost the session bus; presence falls back to connections "
+                        "until it is back")
             self.bus = None
+            if self._grace is not None:
+                self._grace.cancel()
+                self._grace = None
+            for agent in self.by_bus_name.values():
+                self._returning[agent.name] = agent
+                if self.gw.hub.online(agent.name):
+                    self._streaming.add(agent.name)
             self.by_bus_name.clear()
             self._set_active(False)
+            self._reconnect_later()
+
+    async def _expire_returning(self, generation: int) -> None:
+        """After the grace, agents that did not come back left (unless connected)."""
+        await asyncio.sleep(REJOIN_GRACE)
+        if generation != self._generation:
+            return
+        gone, self._returning = self._returning, {}
+        streaming, self._streaming = self._streaming, set()
+        for agent in gone.values():
+            if (self.agent(agent.name) is None and not self.gw.hub.online(agent.name)
+                    and agent.name not in streaming):
+                await self._left(agent)
 
     # -- events ------------------------------------------------------------
 
-    def _on_message(self, msg: Message) -> None:
+    def _on_message(self, generation: int, msg: Message) -> None:
         if msg.message_type != MessageType.SIGNAL:
             return
         if msg.member == "NameOwnerChanged" and msg.interface == sessionbus.DBUS:
+            # only the bus daemon speaks for name ownership; a look-alike from a client
+            # (sent straight to us, which needs no match rule) is ignored
+            if msg.sender != sessionbus.DBUS or msg.path != sessionbus.DBUS_PATH:
+                log.debug("ignoring NameOwnerChanged from %s", msg.sender)
+                return
             name, _old, new = msg.body
             if is_agent_bus_name(name):
-                self._events.put_nowait((name, new))
+                self._events.put_nowait((generation, name, new))
         elif msg.member == "PropertiesChanged" and msg.body and msg.body[0] == INTERFACE:
             for agent in self.by_bus_name.values():
                 if agent.owner == msg.sender:
                     agent.props.update(sessionbus.unpack(msg.body[1]))
 
-    async def _worker(self) -> None:
+    async def _work(self) -> None:
         while True:
-            name, owner = await self._events.get()
+            generation, name, owner = await self._events.get()
+            if generation != self._generation:
+                continue  # from a connection that is gone: its owners mean nothing now
             try:
                 await self._owner_changed(name, owner)
             except Exception:
@@ -174,7 +271,13 @@ class Presence:
         if owner:
             agent = await self._read_agent(name, owner)
             self.by_bus_name[name] = agent
-            await self._joined(agent)
+            self._streaming.discard(agent.name)
+            if self._returning.pop(agent.name, None) is not None:
+                log.info("%s is back on the session bus (%s)", agent.name, agent.owner)
+                self.gw.bus_agents.add(agent.name)
+                self.gw.update_status()
+            else:
+                await self._joined(agent)
 
     async def _read_agent(self, name: str, owner: str) -> BusAgent:
         """Read the new owner's properties; a process that died already gets a guess."""

@@ -13,7 +13,7 @@ import socket
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from .auth import ensure_token
+from .auth import client_token
 from .endpoint import gateway_address
 from .errors import GatewayUnavailable, decode_response
 from .protocol import IDENTITY_HEADER
@@ -50,7 +50,7 @@ def call(method: str, path: str, *, body: Any = None, params: dict[str, Any] | N
          timeout: float = TIMEOUT) -> Any:
     """One request to the gateway; returns the decoded JSON body or raises a CspError."""
     address = address or gateway_address()
-    headers = {"Authorization": f"Bearer {ensure_token()}", "Accept": "application/json"}
+    headers = {"Authorization": f"Bearer {client_token()}", "Accept": "application/json"}
     if agent:
         headers[IDENTITY_HEADER] = agent
     payload = None

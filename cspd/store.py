@@ -1,11 +1,23 @@
 """SQLite storage: messages, rooms, members, agents and pending deliveries.
 
 All database work runs on one dedicated thread so the event loop never blocks.
-Appends are group-committed: while one transaction is being made durable
-(``synchronous=FULL`` in WAL mode), new messages queue up and go together in
-the next one, so durability costs one fsync per batch, not per message.  A
-message's future resolves only after its transaction has committed; that is
-the moment the sender may be told "accepted".
+Appends, acks and the expiry of stale deliveries are group-committed: while one
+transaction is being made durable (``synchronous=FULL`` in WAL mode), new work
+queues up and goes together in the next one, so durability costs one fsync per
+batch, not per message or per ack.  A future resolves only after its
+transaction has committed; that is the moment a sender may be told "accepted".
+
+The connection runs in autocommit mode (``isolation_level=None``), where
+``with db:`` is *not* a transaction: every write that takes more than one
+statement goes through :meth:`Store._transaction` (``BEGIN IMMEDIATE`` ...
+``COMMIT``), so it happens whole or not at all.
+
+When the database cannot be written (a full disk, a read-only filesystem, an
+I/O error) writes fail with :class:`StorageUnavailable` (HTTP 503, nothing
+stored, nothing acknowledged) while reads go on; each later write simply tries
+again, so the gateway recovers by itself once space returns.  A state directory
+that is read-only at start is opened read-only and reopened for writing at the
+first write that finds it writable again.
 """
 
 from __future__ import annotations
@@ -13,17 +25,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import CspError
 from .protocol import Message, now_iso
 
 T = TypeVar("T")
+
+log = logging.getLogger("cspd.store")
+
+# the sender of the summary line an agent gets for the deliveries that expired
+# while it was away; a reserved name, so no agent can pose as it
+SUMMARY_SENDER = "system"
 
 SQLITE_MAX_INT = 2**63 - 1
 
@@ -66,7 +88,27 @@ CREATE TABLE IF NOT EXISTS pending (
     message_id INTEGER NOT NULL,
     PRIMARY KEY (recipient, message_id)
 ) WITHOUT ROWID;
+-- the summary lines ("37 older messages while you were away") an agent has not
+-- acknowledged yet, with what each one counts: a newer summary folds them in, so
+-- an agent never gets two
+CREATE TABLE IF NOT EXISTS pending_summaries (
+    message_id INTEGER PRIMARY KEY,
+    recipient  TEXT NOT NULL,
+    rooms      TEXT NOT NULL  -- JSON {room: [count, first missed id]}
+);
 """
+
+
+class StorageUnavailable(CspError):
+    """The database cannot be written (disk full, read-only filesystem, I/O error).
+
+    Nothing was stored, so nothing may be acknowledged: the poster gets a 503 with
+    the usual JSON error body and can send again later; reads keep working.
+    """
+
+    status = 503
+    code = "storage_unavailable"
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -81,6 +123,32 @@ class Draft:
     deliver_to: tuple[str, ...] = ()
     hops: int = 0
     urgent: bool = False
+
+
+@dataclass(frozen=True)
+class _Ack:
+    """Acknowledged deliveries to drop, queued with the appends (one fsync for all)."""
+
+    recipient: str
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Expire:
+    """Drop a recipient's stale deliveries and leave one summary line in their place.
+
+    Queued with the appends, so the summary gets its id in commit order and is
+    published in that order too (a watcher drops an id lower than one it has seen).
+    """
+
+    recipient: str
+    max_age_s: int
+    max_count: int
+    now: datetime
+
+
+_Write = Draft | _Ack | _Expire
+_Result = Message | int | None
 
 
 @dataclass(frozen=True)
@@ -99,6 +167,41 @@ class AgentRecord:
     command: str
     first_seen: str
     last_seen: str
+
+
+def _iso(when: datetime) -> str:
+    """The stored timestamp format (see :func:`now_iso`): comparable as text."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def summary_text(rooms: dict[str, tuple[int, int]]) -> str:
+    """The one line an agent gets for the messages that expired while it was away.
+
+    ``rooms`` maps a room to (how many, the first missed id); the command shows the
+    room from just before the first one, which is where the agent wants to read.
+    """
+    total = sum(count for count, _ in rooms.values())
+    noun = "message" if total == 1 else "messages"
+    ordered = sorted(rooms.items(), key=lambda item: item[1][1])
+    commands = ", ".join(f"`cspctl history --room {room} --since {first - 1}`"
+                         for room, (_, first) in ordered)
+    if len(ordered) == 1:
+        return f"{total} older {noun} while you were away: {commands}"
+    where = ", ".join(f"{count} in #{room}" for room, (count, _) in ordered)
+    return f"{total} older {noun} while you were away ({where}): {commands}"
+
+
+def within_bounds(messages: list[Message], max_age_s: int, max_count: int,
+                  now: datetime | None = None) -> list[Message]:
+    """The newest ``max_count`` of ``messages`` (oldest first) no older than ``max_age_s``.
+
+    What an agent is replayed when the stale rest cannot be dropped (the disk is
+    full): it still never gets the old ones typed in; they stay pending, and are
+    summed up on a later connection that can write.
+    """
+    cutoff = _iso((now or datetime.now(UTC)) - timedelta(seconds=max_age_s))
+    recent = [m for m in messages if m.ts >= cutoff]
+    return recent[-max_count:] if max_count > 0 else []
 
 
 def _row_to_message(row: sqlite3.Row) -> Message:
@@ -122,10 +225,13 @@ class Store:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csp-store")
         self._db: sqlite3.Connection | None = None
-        self._queue: list[tuple[Draft, asyncio.Future[Message]]] = []
+        self._queue: list[tuple[_Write, asyncio.Future[_Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0
         self.last_id = 0  # the newest committed message id, kept as batches commit
+        self.read_only = False  # opened read-only: the state directory could not be written
+        # why the last write failed, until one succeeds again (for logs and status)
+        self.write_error: str | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -133,22 +239,68 @@ class Store:
         await self._run(self._open_sync)
 
     def _open_sync(self) -> None:
+        try:
+            self._db = self._connect_rw()
+            self.read_only = False
+        except (OSError, sqlite3.Error) as exc:
+            # a read-only (or unwritable) state directory: serve what is stored,
+            # refuse writes until it can be written again
+            db = self._connect_ro()
+            if db is None:
+                raise StorageUnavailable(
+                    f"cannot open the database {self.path}: {_reason(exc)}") from exc
+            self._db = db
+            self.read_only = True
+            self._write_failed(_reason(exc))
+        self.last_id = self._last_id_sync()
+
+    def _connect_rw(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # create the file 0600 before SQLite does: its -wal/-shm companions copy
         # the database's mode, and they hold message text too
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(SCHEMA)
-        for suffix in ("", "-wal", "-shm"):  # tighten files left by older versions
-            with contextlib.suppress(FileNotFoundError):
-                Path(f"{self.path}{suffix}").chmod(0o600)
-        self._db = db
-        self.last_id = self._last_id_sync()
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            for suffix in ("", "-wal", "-shm"):  # tighten files left by older versions
+                with contextlib.suppress(FileNotFoundError):
+                    Path(f"{self.path}{suffix}").chmod(0o600)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _connect_ro(self) -> sqlite3.Connection | None:
+        """A read-only connection, or None when there is nothing to read.
+
+        ``mode=ro`` reads a WAL database whose ``-wal``/``-shm`` exist (a gateway
+        that stopped without a checkpoint); after a clean stop they are gone and
+        cannot be created, and ``immutable=1`` reads the main file, which then
+        holds everything.  Never immutable while a ``-wal`` exists: it would hide
+        committed messages.
+        """
+        if not self.path.is_file():
+            return None
+        uri = "file:" + urllib.parse.quote(str(self.path)) + "?mode=ro"
+        candidates = [uri]
+        if not Path(f"{self.path}-wal").exists():
+            candidates.append(uri + "&immutable=1")
+        for candidate in candidates:
+            db = sqlite3.connect(candidate, uri=True, check_same_thread=False,
+                                 isolation_level=None)
+            try:
+                db.row_factory = sqlite3.Row
+                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error:
+                db.close()
+                continue
+            return db
+        return None
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -171,12 +323,83 @@ class Store:
             raise RuntimeError("store is not open")
         return self._db
 
-    # -- messages ----------------------------------------------------------
+    # -- transactions and storage failures --------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the store thread: all of it commits, or none.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front, so a transaction never
+        fails halfway for a lock.  A storage failure (full, read-only, I/O) becomes
+        :class:`StorageUnavailable`; other errors pass through unchanged.
+        """
+        try:
+            self._ensure_writable()
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                # SQLite may already have rolled back (a full disk on COMMIT does)
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if not _is_storage_failure(exc):
+                raise
+            raise self._unavailable(_reason(exc)) from exc
+        self._write_ok()
+
+    def _ensure_writable(self) -> None:
+        """Opened read-only: try read-write again (the directory may be writable now)."""
+        if not self.read_only:
+            return
+        try:
+            db = self._connect_rw()
+        except (OSError, sqlite3.Error) as exc:
+            raise self._unavailable(_reason(exc)) from exc
+        old, self._db = self._db, db
+        if old is not None:
+            old.close()
+        self.read_only = False
+        log.info("the database %s is writable again", self.path)
+
+    def _unavailable(self, reason: str) -> StorageUnavailable:
+        self._write_failed(reason)
+        return StorageUnavailable(
+            f"the gateway cannot write its database {self.path} ({reason}); nothing was "
+            "stored. Reading still works; writing resumes by itself once the disk has "
+            "space (or the directory is writable) again", reason=reason)
+
+    def _write_failed(self, reason: str) -> None:
+        if self.write_error is None:  # log the change, not every refused write
+            log.error("cannot write the database %s: %s; refusing new messages until "
+                      "it can", self.path, reason)
+        self.write_error = reason
+
+    def _write_ok(self) -> None:
+        if self.write_error is not None:
+            log.info("the database %s takes writes again", self.path)
+        self.write_error = None
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` as one transaction (on the store thread)."""
+        with self._transaction() as db:
+            return fn(db)
+
+    # -- group commit: messages, acks, expiry -----------------------------
 
     async def append(self, draft: Draft) -> Message:
         """Store a message durably; returns once it is committed."""
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._queue.append((draft, fut))
+        result = await self._submit(draft)
+        assert isinstance(result, Message)
+        return result
+
+    async def _submit(self, item: _Write) -> _Result:
+        fut: asyncio.Future[_Result] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await fut
@@ -185,30 +408,33 @@ class Store:
         while self._queue:
             batch, self._queue = self._queue, []
             error = await self._commit(batch)
-            if error is not None and len(batch) > 1:
+            if error is not None and len(batch) > 1 and not isinstance(
+                    error, StorageUnavailable):
                 # one bad message must not fail its neighbours: write each alone
+                # (not when the disk is full: each would fail the same way)
                 for item in batch:
                     self._fail([item], await self._commit([item]))
             else:
                 self._fail(batch, error)
 
-    async def _commit(self, batch: list[tuple[Draft, asyncio.Future[Message]]],
+    async def _commit(self, batch: list[tuple[_Write, asyncio.Future[_Result]]],
                       ) -> Exception | None:
         """Write a batch in one transaction; resolve its futures, or return the error."""
         try:
-            stored = await self._run(self._write_batch, [d for d, _ in batch])
+            results = await self._run(self._write_batch, [w for w, _ in batch])
         except Exception as exc:  # the whole transaction failed: nobody is acked
             return exc
         self.batches += 1
-        if stored:
-            self.last_id = max(self.last_id, stored[-1].id)
-        for (_, fut), message in zip(batch, stored, strict=True):
+        for result in results:
+            if isinstance(result, Message):
+                self.last_id = max(self.last_id, result.id)
+        for (_, fut), result in zip(batch, results, strict=True):
             if not fut.done():
-                fut.set_result(message)
+                fut.set_result(result)
         return None
 
     @staticmethod
-    def _fail(batch: list[tuple[Draft, asyncio.Future[Message]]],
+    def _fail(batch: list[tuple[_Write, asyncio.Future[_Result]]],
               error: Exception | None) -> None:
         if error is None:
             return
@@ -216,31 +442,111 @@ class Store:
             if not fut.done():
                 fut.set_exception(error)
 
-    def _write_batch(self, drafts: list[Draft]) -> list[Message]:
-        db = self.db
-        out: list[Message] = []
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for d in drafts:
-                ts = now_iso()
-                cur = db.execute(
-                    "INSERT INTO chat_messages (room, sender, recipients, kind, content, ts,"
-                    " hops, urgent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (d.room, d.sender, json.dumps(d.to), d.kind, d.content, ts, d.hops,
-                     int(d.urgent)),
-                )
-                mid = int(cur.lastrowid or 0)
-                db.executemany(
-                    "INSERT OR IGNORE INTO pending (recipient, message_id) VALUES (?, ?)",
-                    [(r, mid) for r in d.deliver_to],
-                )
-                out.append(Message(mid, d.room, d.sender, list(d.to), d.kind, d.content, ts,
-                                   d.hops, d.urgent))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return out
+    def _write_batch(self, items: list[_Write]) -> list[_Result]:
+        with self._transaction() as db:
+            out: list[_Result] = []
+            for item in items:
+                if isinstance(item, _Ack):
+                    cur = db.executemany(
+                        "DELETE FROM pending WHERE recipient = ? AND message_id = ?",
+                        [(item.recipient, i) for i in item.ids])
+                    out.append(cur.rowcount)
+                elif isinstance(item, _Expire):
+                    out.append(self._expire_sync(db, item))
+                else:
+                    out.append(self._insert_sync(db, item))
+            return out
+
+    @staticmethod
+    def _insert_sync(db: sqlite3.Connection, d: Draft) -> Message:
+        ts = now_iso()
+        cur = db.execute(
+            "INSERT INTO chat_messages (room, sender, recipients, kind, content, ts,"
+            " hops, urgent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (d.room, d.sender, json.dumps(d.to), d.kind, d.content, ts, d.hops,
+             int(d.urgent)),
+        )
+        mid = int(cur.lastrowid or 0)
+        db.executemany(
+            "INSERT OR IGNORE INTO pending (recipient, message_id) VALUES (?, ?)",
+            [(r, mid) for r in d.deliver_to],
+        )
+        return Message(mid, d.room, d.sender, list(d.to), d.kind, d.content, ts,
+                       d.hops, d.urgent)
+
+    async def ack(self, recipient: str, ids: Iterable[int]) -> int:
+        """Drop acknowledged deliveries; returns how many were pending.
+
+        Acks ride in the group commit with the appends: one transaction (and one
+        fsync) for everything that arrived meanwhile, not one per id.
+        """
+        # ids SQLite cannot even represent are pending nowhere
+        wanted = tuple(dict.fromkeys(int(i) for i in ids if 0 <= int(i) <= SQLITE_MAX_INT))
+        if not wanted:
+            return 0
+        result = await self._submit(_Ack(recipient, wanted))
+        assert isinstance(result, int)
+        return result
+
+    async def expire_pending(self, recipient: str, max_age_s: int, max_count: int,
+                             now: datetime | None = None) -> Message | None:
+        """Bound what waits for ``recipient``: the newest ``max_count`` deliveries no
+        older than ``max_age_s`` stay; the rest are dropped and replaced by one summary
+        line, a ``direct`` message from ``system`` to the recipient, which is pending
+        itself (so it is delivered once and acknowledged like any message).  An
+        unacknowledged older summary is folded into the new one.
+
+        Called when an agent connects, so that one back after days is not typed in
+        thousands of stale messages, each a paid model turn.  Returns the new
+        summary, or None when nothing was stale.
+        """
+        result = await self._submit(_Expire(recipient, max_age_s, max_count,
+                                            now or datetime.now(UTC)))
+        assert result is None or isinstance(result, Message)
+        return result
+
+    def _expire_sync(self, db: sqlite3.Connection, op: _Expire) -> Message | None:
+        r = op.recipient
+        cutoff = _iso(op.now - timedelta(seconds=op.max_age_s))
+        mine = ("FROM pending p JOIN chat_messages m ON m.id = p.message_id "
+                "WHERE p.recipient = ? AND p.message_id NOT IN "
+                "(SELECT message_id FROM pending_summaries WHERE recipient = ?)")
+        # the oldest delivery the count bound keeps; anything before it is stale
+        floor_row = db.execute(
+            f"SELECT p.message_id {mine} ORDER BY p.message_id DESC LIMIT 1 OFFSET ?",
+            (r, r, max(op.max_count, 1) - 1)).fetchone()
+        floor = int(floor_row[0]) if floor_row else 0
+        stale = f"{mine} AND (m.ts < ? OR p.message_id < ?)"
+        args = (r, r, cutoff, floor)
+        rooms: dict[str, tuple[int, int]] = {
+            row[0]: (int(row[1]), int(row[2])) for row in db.execute(
+                f"SELECT m.room, COUNT(*), MIN(m.id) {stale} GROUP BY m.room", args)}
+        # summaries this recipient has acknowledged are done with
+        db.execute("DELETE FROM pending_summaries WHERE recipient = ? AND message_id NOT IN "
+                   "(SELECT message_id FROM pending WHERE recipient = ?)", (r, r))
+        if not rooms:
+            return None
+        db.execute(f"DELETE FROM pending WHERE recipient = ? AND message_id IN "
+                   f"(SELECT p.message_id {stale})", (r, *args))
+        for (folded,) in db.execute(
+                "SELECT rooms FROM pending_summaries WHERE recipient = ?", (r,)).fetchall():
+            for room, (count, first) in json.loads(folded).items():
+                had = rooms.get(room)
+                rooms[room] = ((count, first) if had is None
+                               else (had[0] + count, min(had[1], first)))
+        db.execute("DELETE FROM pending WHERE recipient = ? AND message_id IN "
+                   "(SELECT message_id FROM pending_summaries WHERE recipient = ?)", (r, r))
+        db.execute("DELETE FROM pending_summaries WHERE recipient = ?", (r,))
+        home = db.execute("SELECT room FROM agents WHERE name = ?", (r,)).fetchone()
+        room = home[0] if home else max(rooms, key=lambda name: rooms[name][1])
+        summary = self._insert_sync(db, Draft(
+            room=room, sender=SUMMARY_SENDER, to=[r], kind="direct",
+            content=summary_text(rooms), deliver_to=(r,)))
+        db.execute("INSERT INTO pending_summaries (message_id, recipient, rooms) "
+                   "VALUES (?, ?, ?)", (summary.id, r, json.dumps(rooms)))
+        return summary
+
+    # -- reads -------------------------------------------------------------
 
     async def history(self, room: str | None, since: int, limit: int) -> list[Message]:
         """Oldest first: the ``limit`` messages after ``since``, or the last ``limit``
@@ -273,12 +579,17 @@ class Store:
             "SELECT * FROM chat_messages WHERE id = ?", (message_id,)).fetchall())
         return _row_to_message(rows[0]) if rows else None
 
-    async def pending(self, recipient: str, limit: int = 10000) -> list[Message]:
-        """Messages delivered to ``recipient`` but not acknowledged yet, oldest first."""
+    async def pending(self, recipient: str, limit: int = 10000,
+                      after: int = 0) -> list[Message]:
+        """Messages delivered to ``recipient`` but not acknowledged yet, oldest first:
+        the first ``limit`` after id ``after`` (a cursor, so that paging moves on)."""
         def run() -> list[Message]:
+            if after >= SQLITE_MAX_INT or limit <= 0:
+                return []
             rows = self.db.execute(
                 "SELECT m.* FROM pending p JOIN chat_messages m ON m.id = p.message_id "
-                "WHERE p.recipient = ? ORDER BY m.id LIMIT ?", (recipient, limit)).fetchall()
+                "WHERE p.recipient = ? AND p.message_id > ? ORDER BY p.message_id LIMIT ?",
+                (recipient, after, min(limit, SQLITE_MAX_INT))).fetchall()
             return [_row_to_message(r) for r in rows]
         return await self._run(run)
 
@@ -286,38 +597,34 @@ class Store:
         return await self._run(lambda: int(self.db.execute(
             "SELECT COUNT(*) FROM pending WHERE recipient = ?", (recipient,)).fetchone()[0]))
 
-    async def ack(self, recipient: str, ids: Iterable[int]) -> int:
-        """Drop acknowledged deliveries; returns how many were pending."""
-        # ids SQLite cannot even represent are pending nowhere
-        pairs = [(recipient, int(i)) for i in ids if 0 <= int(i) <= SQLITE_MAX_INT]
-
-        def run() -> int:
-            with self.db:
-                cur = self.db.executemany(
-                    "DELETE FROM pending WHERE recipient = ? AND message_id = ?", pairs)
-                return cur.rowcount
-        return await self._run(run)
-
     def _last_id_sync(self) -> int:
         return int(self.db.execute(
             "SELECT COALESCE(MAX(id), 0) FROM chat_messages").fetchone()[0])
 
     async def room_hops(self, room: str) -> int:
         """The loop guard's count for a room: the hops of its newest non-system message
-        (a human's message carries 0, an agent's the count after it)."""
+        (a human's message carries 0, an agent's the count after it).  The gateway's
+        own lines (notices, an agent's away summary) are no one speaking: they keep
+        the count."""
         row = await self._run(lambda: self.db.execute(
             "SELECT hops FROM chat_messages WHERE room = ? AND kind != 'system' "
-            "ORDER BY id DESC LIMIT 1", (room,)).fetchone())
+            "AND sender != ? ORDER BY id DESC LIMIT 1", (room, SUMMARY_SENDER)).fetchone())
         return int(row[0]) if row else 0
 
     # -- rooms and members -------------------------------------------------
 
     async def ensure_room(self, name: str) -> Room:
         def run() -> Room:
-            with self.db:
-                self.db.execute("INSERT OR IGNORE INTO rooms (name, created) VALUES (?, ?)",
-                                (name, now_iso()))
-            return self._room_sync(name)  # type: ignore[return-value]
+            # no write when it exists: a gateway on a read-only disk still starts
+            room = self._room_sync(name)
+            if room is not None:
+                return room
+            with self._transaction() as db:
+                db.execute("INSERT OR IGNORE INTO rooms (name, created) VALUES (?, ?)",
+                           (name, now_iso()))
+                room = self._room_sync(name)
+            assert room is not None
+            return room
         return await self._run(run)
 
     def _room_sync(self, name: str) -> Room | None:
@@ -343,15 +650,12 @@ class Store:
 
     async def update_room(self, name: str, *, relay: bool | None = None,
                           hop_limit: int | None = None) -> None:
-        def run() -> None:
-            with self.db:
-                if relay is not None:
-                    self.db.execute("UPDATE rooms SET relay = ? WHERE name = ?",
-                                    (int(relay), name))
-                if hop_limit is not None:
-                    self.db.execute("UPDATE rooms SET hop_limit = ? WHERE name = ?",
-                                    (hop_limit, name))
-        await self._run(run)
+        def run(db: sqlite3.Connection) -> None:
+            if relay is not None:
+                db.execute("UPDATE rooms SET relay = ? WHERE name = ?", (int(relay), name))
+            if hop_limit is not None:
+                db.execute("UPDATE rooms SET hop_limit = ? WHERE name = ?", (hop_limit, name))
+        await self._run(self._write, run)
 
     async def members(self, room: str) -> list[str]:
         return await self._run(lambda: [r[0] for r in self.db.execute(
@@ -363,37 +667,31 @@ class Store:
 
     async def join(self, room: str, name: str) -> None:
         def run() -> None:
-            with self.db:
-                self.db.execute("INSERT OR IGNORE INTO members (room, name) VALUES (?, ?)",
-                                (room, name))
+            if self.db.execute("SELECT 1 FROM members WHERE room = ? AND name = ?",
+                               (room, name)).fetchone():
+                return  # already a member: no write (a read-only disk still serves)
+            self._write(lambda db: db.execute(
+                "INSERT OR IGNORE INTO members (room, name) VALUES (?, ?)", (room, name)))
         await self._run(run)
 
     async def leave(self, room: str, name: str) -> None:
-        def run() -> None:
-            with self.db:
-                self.db.execute("DELETE FROM members WHERE room = ? AND name = ?", (room, name))
-        await self._run(run)
+        await self._run(self._write, lambda db: db.execute(
+            "DELETE FROM members WHERE room = ? AND name = ?", (room, name)))
 
     # -- agents ------------------------------------------------------------
 
     async def upsert_agent(self, name: str, profile: str, room: str, command: str) -> None:
-        def run() -> None:
-            ts = now_iso()
-            with self.db:
-                self.db.execute(
-                    "INSERT INTO agents (name, profile, room, command, first_seen, last_seen) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                    "profile = excluded.profile, room = excluded.room, "
-                    "command = excluded.command, last_seen = excluded.last_seen",
-                    (name, profile, room, command, ts, ts))
-        await self._run(run)
+        ts = now_iso()
+        await self._run(self._write, lambda db: db.execute(
+            "INSERT INTO agents (name, profile, room, command, first_seen, last_seen) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "profile = excluded.profile, room = excluded.room, "
+            "command = excluded.command, last_seen = excluded.last_seen",
+            (name, profile, room, command, ts, ts)))
 
     async def touch_agent(self, name: str) -> None:
-        def run() -> None:
-            with self.db:
-                self.db.execute("UPDATE agents SET last_seen = ? WHERE name = ?",
-                                (now_iso(), name))
-        await self._run(run)
+        await self._run(self._write, lambda db: db.execute(
+            "UPDATE agents SET last_seen = ? WHERE name = ?", (now_iso(), name)))
 
     async def agents(self) -> list[AgentRecord]:
         def run() -> list[AgentRecord]:
@@ -403,9 +701,31 @@ class Store:
         return await self._run(run)
 
     async def forget_agent(self, name: str) -> None:
-        def run() -> None:
-            with self.db:
-                self.db.execute("DELETE FROM agents WHERE name = ?", (name,))
-                self.db.execute("DELETE FROM members WHERE name = ?", (name,))
-                self.db.execute("DELETE FROM pending WHERE recipient = ?", (name,))
-        await self._run(run)
+        """Drop an agent, its memberships and what waits for it: all or nothing."""
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM agents WHERE name = ?", (name,))
+            db.execute("DELETE FROM members WHERE name = ?", (name,))
+            db.execute("DELETE FROM pending WHERE recipient = ?", (name,))
+            db.execute("DELETE FROM pending_summaries WHERE recipient = ?", (name,))
+        await self._run(self._write, run)
+
+
+# what a full disk, a read-only or vanished directory, a failing device or another
+# process holding the lock look like; anything else (a bad statement) is a bug
+_STORAGE_FAILURES = frozenset({
+    sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_NOLFS,
+})
+
+
+def _is_storage_failure(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is None or (code & 0xFF) in _STORAGE_FAILURES
+
+
+def _reason(exc: BaseException) -> str:
+    """A short why for logs and error bodies: "database or disk is full"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

@@ -5,7 +5,13 @@ agent (pending ones first), sends ``ack`` frames once it has injected them and
 ``state`` frames when its agent changes state.  Without ``agent`` the client is
 a watcher of one room (or all) from ``since`` on.
 
-Frames, server to client: ``hello``, ``message``, ``control``, ``error``.
+Registration is where an agent's identity is fixed (:mod:`cspd.identity`): the
+registering process becomes the root of the agent's process tree, a name is
+claimed at most once at a time, and ``hello`` hands the sidecar the agent's
+credential.  Only this connection acknowledges the agent's messages.
+
+Frames, server to client: ``hello`` (with ``credential`` for an agent),
+``message``, ``control``, ``error``.
 Client to server: ``ack`` (``ids``), ``state`` (``state``, ``queue``, ``pid``,
 ``dbus_name``).
 """
@@ -21,10 +27,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from . import identity
 from .app import Gateway, gateway_of
-from .errors import BadRequest, Conflict
+from .errors import BadRequest
 from .hub import MAX_QUEUE, Subscriber
 from .protocol import API, Message, check_name
+from .store import StorageUnavailable, within_bounds
 
 log = logging.getLogger("cspd.stream")
 
@@ -44,38 +52,40 @@ async def stream(request: web.Request) -> web.StreamResponse:
         since = int(q.get("since", "0"))
     except ValueError:
         raise BadRequest("since must be an integer") from None
-    if agent is not None:
-        check_name(agent)
-        if gw.hub.online(agent):
-            raise Conflict(f"an agent named {agent!r} is already online; pick another --name",
-                           name=agent)
-
     ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)
-    await ws.prepare(request)
-    request.app[SOCKETS].add(ws)
 
     async def send(frame: dict[str, Any]) -> None:
         await ws.send_str(json.dumps(frame))
 
     sub = Subscriber(send, agent=agent, room=room, since=since if agent is None else 0)
     if agent is not None:
-        if gw.hub.online(agent):  # lost a race with a twin while upgrading
-            await send({"type": "error", "error": "conflict",
-                        "message": f"an agent named {agent!r} is already online"})
-            await ws.close()
-            return ws
-        home = room or gw.router.home_room(agent)
-        await gw.router.register(agent, q.get("profile", ""), home, q.get("command", ""))
-        pid = q.get("pid")
-        sub.state.pid = int(pid) if pid and pid.isdigit() else None
-    gw.hub.add(sub)
+        check_name(agent)
+        sub.tree = identity.registration(request, gw, agent)
+        gw.hub.claim(sub)  # 409 if the name is online; atomic, so one of two twins wins
+    else:
+        identity.speaker(request, gw)  # a watcher too is refused a claim it contradicts
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        gw.hub.remove(sub)
+        raise
+    request.app[SOCKETS].add(ws)
+    if agent is None:
+        gw.hub.add(sub)
     writer = asyncio.create_task(_write_then_hang_up(ws, sub))
     try:
-        await send({"type": "hello", "agent": agent, "room": room,
-                    "last_id": gw.store.last_id})
+        hello: dict[str, Any] = {"type": "hello", "agent": agent, "room": room,
+                                 "last_id": gw.store.last_id}
+        if agent is not None:
+            home = room or gw.router.home_room(agent)
+            await gw.router.register(agent, q.get("profile", ""), home, q.get("command", ""))
+            _agent_pid(sub, q.get("pid"))
+            # the agent's own credential: its environment carries it, never the token
+            hello["credential"] = gw.tokens.issue(agent)
+        await send(hello)
         replay = []
         if agent is not None:
-            replay = await gw.store.pending(agent)
+            replay = await _agent_backlog(gw, agent)
         elif since > 0:
             replay = await _backlog(gw, room, since)
         elif since == 0:
@@ -96,6 +106,56 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 if not gw.bus_presence:  # else presence.py announces it
                     await gw.router.system(gw.router.home_room(agent), f"{agent} left")
     return ws
+
+
+def _agent_pid(sub: Subscriber, pid: object) -> None:
+    """The sidecar names its agent CLI's pid: shown in ``cspctl agents``, and its
+    session joins the agent's processes if the CLI really runs under the sidecar."""
+    if isinstance(pid, str):
+        pid = int(pid) if pid.isdigit() and len(pid) < 10 else None
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
+        return
+    sub.state.pid = pid
+    sub.tree.adopt_session(pid)
+
+
+# pending messages read per query while replaying an agent's backlog
+PENDING_PAGE = 1000
+
+
+async def _agent_backlog(gw: Gateway, agent: str) -> list[Message]:
+    """What waits for an agent that (re)connects, oldest first.
+
+    First the store bounds it (``pending_max_age_s``, ``pending_max_count``): an
+    agent back after days gets the recent messages and one summary line for the
+    rest, a ``direct`` message from ``system`` that is pending like any other, so
+    the sidecar types it in once and acknowledges it.  Watchers see that line live.
+    Then the backlog is read page by page with an id cursor, so a long one moves
+    forward instead of replaying its first page again.  When the store cannot
+    write (a full disk), nothing is dropped: only the recent ones are replayed,
+    and a later connection sums up the rest.
+    """
+    max_age, max_count = gw.config.pending_max_age_s, gw.config.pending_max_count
+    expired = True
+    try:
+        summary = await gw.store.expire_pending(agent, max_age, max_count)
+    except StorageUnavailable:  # a full disk: hold the stale ones back, drop nothing
+        summary, expired = None, False
+    if summary is not None:
+        gw.hub.publish(summary, ())  # watchers; the agent gets it from the replay below
+    out: list[Message] = []
+    after = 0
+    # past MAX_QUEUE the subscriber is cut loose anyway; unexpired, the whole list is
+    # read through a window that keeps only the recent ones
+    while not expired or len(out) <= MAX_QUEUE:
+        page = await gw.store.pending(agent, PENDING_PAGE, after=after)
+        out.extend(page)
+        if not expired:
+            out = within_bounds(out, max_age, max_count)
+        if len(page) < PENDING_PAGE:
+            break
+        after = page[-1].id
+    return out
 
 
 async def _backlog(gw: Gateway, room: str | None, since: int) -> list[Message]:
@@ -153,9 +213,8 @@ async def _handle_frame(gw: Gateway, sub: Subscriber, frame: dict[str, Any]) -> 
         queue = frame.get("queue")
         if isinstance(queue, int) and queue >= 0:
             sub.state.queue = queue
-        pid = frame.get("pid")
-        if isinstance(pid, int) and pid > 0:
-            sub.state.pid = pid
+        if sub.agent is not None:
+            _agent_pid(sub, frame.get("pid"))
         reason = frame.get("reason")
         if isinstance(reason, str):
             sub.state.reason = reason[:200]

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from cspd.client import GatewayClient
+from cspd.endpoint import owner_only
 from cspd.errors import GatewayUnavailable
 from cspd.protocol import API, check_name
 
@@ -106,6 +107,7 @@ def _control_command(action: str, doc: str) -> click.Command:
     @coro_command
     async def command(name: str) -> None:
         check_name(name)
+        owner_only(action)  # one agent must not silence another
         dest = await bus.control(name, action)
         if dest is not None:
             click.echo(f"{action}: done by {name} ({dest})", err=True)

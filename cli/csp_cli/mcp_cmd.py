@@ -3,7 +3,8 @@
 MCP clients that only speak stdio (most agent CLIs' ``mcpServers`` entries)
 run ``cspctl mcp``; each JSON-RPC line read from stdin is posted to the
 gateway and the answer written back as one line.  The agent's identity comes
-from the sidecar's environment (``CSP_AGENT``), never from a tool argument.
+from the connection (the gateway knows the agent's processes and its credential,
+``CSP_AGENT_TOKEN``), never from a tool argument.
 """
 
 from __future__ import annotations
@@ -60,22 +61,33 @@ async def mcp(as_name: str | None) -> None:
                 _write(answer)
 
 
-async def _forward(client: GatewayClient, request: Any,
-                   session: str | None) -> tuple[Any, str | None]:
+async def _post(client: GatewayClient, request: Any,
+                session: str | None) -> tuple[int, str | None, Any]:
+    """One POST to ``/mcp`` with the current token: (status, session id, body)."""
     headers = client.headers()
     headers["Accept"] = "application/json, text/event-stream"
     if session:
         headers["Mcp-Session-Id"] = session
+    async with client.session.post(client.base_url + "/mcp", json=request,
+                                   headers=headers) as resp:
+        session = resp.headers.get("Mcp-Session-Id", session)
+        body = None if resp.status == 202 else await resp.json(content_type=None)
+        return resp.status, session, body
+
+
+async def _forward(client: GatewayClient, request: Any,
+                   session: str | None) -> tuple[Any, str | None]:
     try:
-        async with client.session.post(client.base_url + "/mcp", json=request,
-                                       headers=headers) as resp:
-            session = resp.headers.get("Mcp-Session-Id", session)
-            if resp.status == 202:
-                return None, session
-            body = await resp.json(content_type=None)
-            if resp.status >= 400 and isinstance(body, dict) and "jsonrpc" not in body:
-                raise CspError(str(body.get("message", f"HTTP {resp.status}")))
-            return body, session
+        status, session, body = await _post(client, request, session)
+        if status == 401 and client.refresh_token():
+            # `cspctl token --rotate` while we run: the client reads the new token from
+            # the next request on; this one raced the rotation, and a 401 did nothing
+            status, session, body = await _post(client, request, session)
+        if status == 202:
+            return None, session
+        if status >= 400 and isinstance(body, dict) and "jsonrpc" not in body:
+            raise CspError(str(body.get("message", f"HTTP {status}")))
+        return body, session
     except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:
         rid = request.get("id") if isinstance(request, dict) else None
         unavailable = client.unavailable(exc)

@@ -9,7 +9,7 @@ import click
 from cspd import quick
 from cspd.endpoint import speaker
 from cspd.errors import BadRequest, NotFound
-from cspd.protocol import API, Message, split_address_words
+from cspd.protocol import API, HUMAN, Message, check_name, split_address_words
 
 from .render import format_message, print_json, print_json_line
 from .runner import coro_command, edge
@@ -24,8 +24,9 @@ SEND_HELP = """Send a message to the group chat.
 
 Without an address the message goes to the whole room.  A message starting
 with '!' is urgent: agents get it without waiting until they are idle.
-Inside an agent (CSP_AGENT set) you speak as that agent, otherwise as
-'human'.  Exits 0 only once the gateway has stored the message.
+Inside an agent you speak as that agent (the gateway knows its processes),
+otherwise as 'human' or --as a name that is not an online agent's.  Exits 0
+only once the gateway has stored the message.
 """
 
 
@@ -38,6 +39,7 @@ Inside an agent (CSP_AGENT set) you speak as that agent, otherwise as
 @edge
 def send(words: tuple[str, ...], room: str | None, as_name: str | None, urgent: bool,
          as_json: bool) -> None:
+    agent = sender_name(as_name)
     addresses, rest = split_address_words(list(words))
     if not rest or rest == ["-"]:
         if sys.stdin.isatty() and not rest:
@@ -55,12 +57,25 @@ def send(words: tuple[str, ...], room: str | None, as_name: str | None, urgent: 
         body["room"] = room
     # one request: the standard-library client keeps `cspctl send` quick to start
     message = Message.from_json(quick.call("POST", f"{API}/messages", body=body,
-                                           agent=speaker(as_name)))
+                                           agent=agent))
     if as_json:
         print_json(message.to_json())
     else:
         click.echo(f"sent #{message.id} to {', '.join('@' + t for t in message.to)} "
                    f"in #{message.room}", err=True)
+
+
+def sender_name(as_name: str | None) -> str:
+    """Who ``--as`` (or ``CSP_AGENT``) says is speaking, checked before anything is sent.
+
+    The name travels in a header: a CR, LF, NUL or a character outside Latin-1 would
+    otherwise fail inside the HTTP client (a traceback) or be refused by the gateway's
+    parser (a confusing "not running").  A bad name is bad input: exit 2.
+    """
+    agent = speaker(as_name)
+    if agent != HUMAN:
+        check_name(agent)
+    return agent
 
 
 @click.command("history")

@@ -18,6 +18,13 @@ The name is requested without queueing: a taken name is a
 :class:`~cspd.busnames.BusNameTaken` and the sidecar exits before starting its
 child.  No session bus is not an error: the sidecar runs without its bus
 object and the gateway falls back to connection-based presence.
+
+When the bus goes away under a running sidecar (the bus daemon restarted, a
+``systemctl --user restart dbus``), the agent carries on and the sidecar
+claims its name again as soon as a bus answers at the same address, retrying
+with backoff: the agent is back on the bus (``cspctl pause`` works again)
+without anyone restarting it.  The same interface object is exported on the
+new connection, so listeners stay wired.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ DBusStrList = Annotated[list[str], DBusSignature("as")]
 NoReply = Annotated[None, DBusSignature("")]  # a method that returns nothing
 READ = PropertyAccess.READ
 U32_MAX = 2**32 - 1
+# rejoining a lost bus: first try after this, then doubling up to the cap
+REJOIN_FIRST = 0.2
+REJOIN_MAX = 2.0
 
 PROPERTY_NAMES = ("Name", "Profile", "Room", "Command", "Pid", "State", "Reason", "QueueLength",
                   "LastActivity")
@@ -149,7 +159,7 @@ def _as_dbus(action: Callable[[], None]) -> None:
 
 
 class AgentBusService:
-    """One sidecar's connection to the session bus: export, own the name, let go."""
+    """One sidecar's connection to the session bus: export, own the name, let go, rejoin."""
 
     def __init__(self, control: AgentControl, address: str | None = None) -> None:
         self.control = control
@@ -158,6 +168,8 @@ class AgentBusService:
         self.bus: MessageBus | None = None
         self.interface: AgentInterface | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._rejoin: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         """Connect, export, request the name (no queueing).
@@ -165,9 +177,17 @@ class AgentBusService:
         Raises :class:`BusUnavailable` without a session bus and
         :class:`BusNameTaken` when another process owns the name.
         """
-        bus = await sessionbus.connect(self.address)
         interface = AgentInterface(self.control)
         interface.bind_loop(asyncio.get_running_loop())
+        bus = await self._claim(interface)
+        self.bus, self.interface = bus, interface
+        self.control.add_listener(interface.changed)
+        self._watch = asyncio.create_task(self._watch_disconnect(bus))
+        log.info("on the session bus as %s (%s)", self.name, bus.unique_name)
+
+    async def _claim(self, interface: AgentInterface) -> MessageBus:
+        """A new connection that exports ``interface`` and owns our name."""
+        bus = await sessionbus.connect(self.address)
         bus.export(OBJECT_PATH, interface)
         try:
             reply = await asyncio.wait_for(
@@ -183,31 +203,63 @@ class AgentBusService:
                 f"{self.name} is already owned on the session bus (by {owner}): another "
                 f"sidecar for {self.control.name!r} (or for a name differing only in "
                 "'-'/'_') is running; pick another --name", bus_name=self.name)
-        self.bus, self.interface = bus, interface
-        self.control.add_listener(interface.changed)
-        self._watch = asyncio.create_task(self._watch_disconnect(bus))
-        log.info("on the session bus as %s (%s)", self.name, bus.unique_name)
+        return bus
 
     async def _watch_disconnect(self, bus: MessageBus) -> None:
-        """The bus daemon went away: stop announcing changes (the agent carries on)."""
+        """The bus daemon went away: stop announcing changes, then claim the name again."""
         try:
             await sessionbus.disconnected(bus)
         except Exception as exc:
             log.debug("bus connection ended: %s", exc)
-        if self.bus is bus:
-            log.warning("lost the session bus; %s is no longer on it", self.name)
+        if self.bus is bus and not self._stopping:
+            log.warning("lost the session bus; %s is off it until the bus is back", self.name)
             self.bus = None
             if self.interface is not None:
                 self.interface.active = False
+            self._rejoin = asyncio.create_task(self._rejoin_bus())
+
+    async def _rejoin_bus(self) -> None:
+        """Claim the name on the bus at the same address once one answers (with backoff)."""
+        interface = self.interface
+        if interface is None:
+            return
+        delay = REJOIN_FIRST
+        told = False
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            try:
+                bus = await self._claim(interface)
+            except BusNameTaken as exc:
+                # another process took the name while we were off the bus: keep trying,
+                # it may be a sidecar on its way out
+                if not told:
+                    log.warning("cannot rejoin the session bus: %s", exc.message)
+                    told = True
+                delay = REJOIN_MAX
+                continue
+            except CspError as exc:
+                log.debug("session bus not back yet: %s", exc.message)
+                delay = min(delay * 2, REJOIN_MAX)
+                continue
+            if self._stopping:  # stop() came while we were connecting
+                sessionbus.disconnect(bus)
+                return
+            self.bus = bus
+            interface.active = True
+            self._watch = asyncio.create_task(self._watch_disconnect(bus))
+            log.info("back on the session bus as %s (%s)", self.name, bus.unique_name)
+            return
 
     async def stop(self) -> None:
         """Release the name after everything queued so far is sent, then disconnect."""
+        self._stopping = True
         bus, self.bus = self.bus, None
         if self.interface is not None:
             self.interface.active = False
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        for task in (self._watch, self._rejoin):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._watch = self._rejoin = None
         if bus is None or not bus.connected:
             return
         try:
@@ -221,7 +273,6 @@ class AgentBusService:
             await asyncio.wait_for(sessionbus.disconnected(bus), sessionbus.CALL_TIMEOUT)
         except Exception as exc:
             log.debug("disconnect: %s", exc)
-
 
     async def close(self) -> None:
         """What csp_sidecar.main calls on the way out."""

@@ -1,7 +1,10 @@
 """The sidecar's connection to the gateway.
 
 One WebSocket registers the agent and brings its messages (pending ones
-first); acks go back once a message has been injected.  Captured output is
+first); acks go back once a message has been injected.  Registering gets the
+agent its credential: the sidecar posts with it, and the agent's environment
+carries it (never the owner's token), so the agent's own ``cspctl`` speaks as
+the agent on TCP too.  Captured output is
 posted over HTTP from an ordered outbox, so output produced while the gateway
 is away is shared afterwards, in order.  When the gateway goes away the link
 reconnects with backoff; the agent keeps working meanwhile.
@@ -19,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from cspd.auth import agent_credential, ensure_agent_key
 from cspd.client import GatewayClient
 from cspd.errors import Conflict, CspError, GatewayUnavailable, RateLimited, Unauthorized
 from cspd.protocol import Message
@@ -55,6 +59,7 @@ class GatewayLink:
         self._state: dict[str, Any] = {}
         self._stopping = False
         self.last_error: str | None = None
+        self.credential: str | None = None  # issued by the gateway at registration
 
     # -- connecting ----------------------------------------------------------
 
@@ -66,7 +71,7 @@ class GatewayLink:
             if self.pid:
                 extra["pid"] = str(self.pid)
             ws = await client.stream(agent=self.name, room=self.room, extra=extra)
-            await self._await_hello(ws)
+            hello = await self._await_hello(ws)
         except Conflict:
             await client.close()
             raise NameTaken(f"an agent named {self.name!r} is already online; "
@@ -74,13 +79,17 @@ class GatewayLink:
         except BaseException:
             await client.close()
             raise
+        credential = hello.get("credential")
+        if isinstance(credential, str) and credential:
+            self.credential = credential
+            client.use_credential(credential)
         self._client, self._ws = client, ws
         self.connected.set()
         self.last_error = None
         if self._state:
             await self._send(self._state)
 
-    async def _await_hello(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _await_hello(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
         """The gateway registers the agent, then says hello: only then is it addressable."""
         try:
             msg = await ws.receive(timeout=HELLO_TIMEOUT)
@@ -92,11 +101,18 @@ class GatewayLink:
             with contextlib.suppress(ValueError):
                 frame = json.loads(msg.data)
         if isinstance(frame, dict) and frame.get("type") == "hello":
-            return
+            return frame
         await ws.close()
         if isinstance(frame, dict) and frame.get("error") == "conflict":
             raise Conflict(str(frame.get("message", "name taken")))
         raise GatewayUnavailable("the gateway closed the connection before greeting")
+
+    def agent_credential(self) -> str:
+        """The credential for the agent's environment: the one the gateway issued,
+        else (no gateway yet) the same one made from the key beside the token."""
+        if self.credential is None:
+            self.credential = agent_credential(self.name, ensure_agent_key())
+        return self.credential
 
     async def first_connect(self) -> bool:
         """Try once before the child starts: a taken name is fatal, no gateway is not."""

@@ -1,4 +1,5 @@
-"""The SQLite store: group commit, durability settings, pending/ack, history."""
+"""The SQLite store: group commit, durability settings, pending/ack, history,
+transactions, storage failures, and the bound on what waits for an absent agent."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import asyncio
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from cspd.store import Draft, Store
+from cspd.store import Draft, StorageUnavailable, Store, summary_text
 
 
 def draft(i: int = 0, room: str = "main", deliver_to: tuple[str, ...] = ()) -> Draft:
@@ -189,3 +191,253 @@ async def test_room_hops_come_from_the_newest_non_system_message(store: Store) -
     assert await store.room_hops("main") == 2  # a notice does not reset the count
     await store.append(draft(9))  # a human speaks
     assert await store.room_hops("main") == 0
+
+
+# -- transactions ------------------------------------------------------------
+
+
+def statements(store: Store) -> list[str]:
+    """Record the statements the store's connection runs from now on."""
+    seen: list[str] = []
+    store.db.set_trace_callback(seen.append)
+    return seen
+
+
+def unbracketed_writes(seen: list[str]) -> list[str]:
+    """Writes that ran on their own (autocommit: one fsync each), outside BEGIN/COMMIT."""
+    inside, out = False, []
+    for sql in seen:
+        if sql.startswith("BEGIN"):
+            inside = True
+        elif sql in ("COMMIT", "ROLLBACK"):
+            inside = False
+        elif not inside and sql.split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            out.append(sql)
+    return out
+
+
+async def test_ack_of_many_ids_is_one_transaction(store: Store) -> None:
+    ids = [m.id for m in await asyncio.gather(
+        *(store.append(draft(i, deliver_to=("codex",))) for i in range(500)))]
+    seen = statements(store)
+    batches = store.batches
+    assert await store.ack("codex", ids) == 500
+    assert store.batches == batches + 1
+    assert seen.count("COMMIT") == 1 and seen[0] == "BEGIN IMMEDIATE"
+    assert await store.pending_count("codex") == 0
+
+
+async def test_concurrent_acks_share_the_group_commit(store: Store) -> None:
+    ids = [m.id for m in await asyncio.gather(
+        *(store.append(draft(i, deliver_to=("codex", "claude"))) for i in range(300)))]
+    batches = store.batches
+    seen = statements(store)
+    # acks of two agents, one id each, and new messages, all at the same moment
+    results = await asyncio.gather(*(store.ack("codex", [i]) for i in ids),
+                                   *(store.ack("claude", [i]) for i in ids),
+                                   *(store.append(draft(i)) for i in range(20)))
+    assert results[:600] == [1] * 600
+    assert store.batches - batches < 10, store.batches - batches  # not 620 commits
+    commits = seen.count("COMMIT")
+    assert 1 <= commits < 10, commits
+    assert unbracketed_writes(seen) == []
+    assert await store.pending_count("codex") == await store.pending_count("claude") == 0
+
+
+async def test_forget_agent_is_all_or_nothing(store: Store) -> None:
+    await store.upsert_agent("codex", "codex", "main", "codex")
+    await store.join("main", "codex")
+    await store.append(draft(1, deliver_to=("codex",)))
+    # the last of its statements fails: the first ones must not stay done
+    store.db.execute("CREATE TEMP TRIGGER no_pending_delete BEFORE DELETE ON pending "
+                     "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    with pytest.raises(sqlite3.Error, match="refused"):
+        await store.forget_agent("codex")
+    assert [a.name for a in await store.agents()] == ["codex"]
+    assert await store.members("main") == ["codex"]
+    assert await store.pending_count("codex") == 1
+    store.db.execute("DROP TRIGGER no_pending_delete")
+    await store.forget_agent("codex")
+    assert await store.agents() == [] and await store.pending_count("codex") == 0
+
+
+async def test_update_room_is_all_or_nothing(store: Store) -> None:
+    await store.ensure_room("dev")
+    store.db.execute("CREATE TEMP TRIGGER no_hop_limit BEFORE UPDATE OF hop_limit ON rooms "
+                     "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    with pytest.raises(sqlite3.Error, match="refused"):
+        await store.update_room("dev", relay=True, hop_limit=3)
+    room = await store.room("dev")
+    assert room is not None and not room.relay and room.hop_limit is None
+
+
+# -- storage failures --------------------------------------------------------
+
+
+async def test_unwritable_database_refuses_writes_keeps_reads_and_recovers(
+        store: Store) -> None:
+    kept = await store.append(draft(1, deliver_to=("codex",)))
+    # SQLite's own read-only switch: writes fail as on a read-only filesystem
+    store.db.execute("PRAGMA query_only = ON")
+    with pytest.raises(StorageUnavailable) as err:
+        await store.append(draft(2))
+    assert err.value.status == 503 and err.value.code == "storage_unavailable"
+    assert "nothing was stored" in err.value.message
+    assert store.write_error is not None
+    # a batch fails whole and at once; acks and other writes are refused the same way
+    results = await asyncio.gather(*(store.append(draft(i)) for i in range(5)),
+                                   store.ack("codex", [kept.id]), return_exceptions=True)
+    assert all(isinstance(r, StorageUnavailable) for r in results)
+    with pytest.raises(StorageUnavailable):
+        await store.update_room("main", relay=True)
+    # reads keep working and see nothing that was refused
+    assert await store.history(None, 0, 100) == [kept]
+    assert await store.pending_count("codex") == 1
+    assert store.last_id == kept.id
+    store.db.execute("PRAGMA query_only = OFF")
+    later = await store.append(draft(3))
+    assert later.id > kept.id and store.write_error is None
+    assert await store.ack("codex", [kept.id]) == 1
+
+
+async def test_a_bad_statement_is_not_a_storage_failure(store: Store) -> None:
+    await store.ensure_room("dev")
+    store.db.execute("ALTER TABLE rooms RENAME COLUMN relay TO relay_gone")
+    with pytest.raises(sqlite3.OperationalError):
+        await store.update_room("dev", relay=True)
+    assert store.write_error is None
+
+
+# -- what waits for an agent that is away --------------------------------------
+
+
+def later(days: float = 0) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+async def pending_ids(store: Store, name: str) -> list[int]:
+    return [m.id for m in await store.pending(name)]
+
+
+async def test_expire_keeps_the_newest_and_sums_up_the_rest(store: Store) -> None:
+    await store.upsert_agent("codex", "codex", "main", "codex")
+    sent = [(await store.append(draft(i, deliver_to=("codex",)))).id for i in range(150)]
+    summary = await store.expire_pending("codex", max_age_s=86400, max_count=100)
+    assert summary is not None
+    assert (summary.sender, summary.to, summary.kind, summary.room) == (
+        "system", ["codex"], "direct", "main")
+    assert summary.content == ("50 older messages while you were away: "
+                               f"`cspctl history --room main --since {sent[0] - 1}`")
+    assert await pending_ids(store, "codex") == [*sent[50:], summary.id]
+    assert store.last_id == summary.id
+    # the summary line is a message like any other: in history, acknowledged once
+    assert (await store.history(None, 0, 1)) == [summary]
+    assert await store.expire_pending("codex", 86400, 100) is None  # nothing new is stale
+    assert await store.ack("codex", [summary.id]) == 1
+
+
+async def test_expire_by_age(store: Store) -> None:
+    old = [(await store.append(draft(i, deliver_to=("codex",)))).id for i in range(3)]
+    # two days on, three more arrive; the first three are past a day old by then
+    store.db.execute("UPDATE chat_messages SET ts = ? WHERE id <= ?",
+                     ((later(-2)).isoformat(timespec="milliseconds")[:23] + "Z", old[-1]))
+    recent = [(await store.append(draft(i, deliver_to=("codex",)))).id for i in range(3)]
+    summary = await store.expire_pending("codex", max_age_s=86400, max_count=100)
+    assert summary is not None and summary.content.startswith("3 older messages")
+    assert await pending_ids(store, "codex") == [*recent, summary.id]
+
+
+async def test_expire_with_nothing_stale_changes_nothing(store: Store) -> None:
+    sent = [(await store.append(draft(i, deliver_to=("codex",)))).id for i in range(5)]
+    assert await store.expire_pending("codex", 86400, 5) is None
+    assert await pending_ids(store, "codex") == sent
+    assert await store.expire_pending("nobody", 86400, 5) is None
+
+
+async def test_an_unread_summary_is_folded_into_the_next(store: Store) -> None:
+    first = [(await store.append(draft(i, deliver_to=("codex",)))).id for i in range(5)]
+    one = await store.expire_pending("codex", 86400, 2)  # 3 dropped
+    assert one is not None and one.content.startswith("3 older messages")
+    # the agent never read it; 4 more arrive, and it comes back again
+    more = [(await store.append(draft(i, deliver_to=("codex",)))).id for i in range(4)]
+    two = await store.expire_pending("codex", 86400, 2)
+    assert two is not None
+    # 3 from before, the 2 kept then, 2 of the 4 new ones: one line, from the first miss on
+    assert two.content == ("7 older messages while you were away: "
+                           f"`cspctl history --room main --since {first[0] - 1}`")
+    assert await pending_ids(store, "codex") == [*more[2:], two.id]
+    assert await store.get(one.id) == one  # still in history, just not pending
+
+
+async def test_summary_names_each_room(store: Store) -> None:
+    await store.ensure_room("dev")
+    await store.upsert_agent("codex", "codex", "dev", "codex")
+    main = [(await store.append(draft(i, deliver_to=("codex",)))).id for i in range(2)]
+    dev = [(await store.append(draft(i, room="dev", deliver_to=("codex",)))).id
+           for i in range(3)]
+    summary = await store.expire_pending("codex", 86400, 1)
+    assert summary is not None and summary.room == "dev"  # the agent's home room
+    assert summary.content == (
+        "4 older messages while you were away (2 in #main, 2 in #dev): "
+        f"`cspctl history --room main --since {main[0] - 1}`, "
+        f"`cspctl history --room dev --since {dev[0] - 1}`")
+
+
+def test_summary_text_singular() -> None:
+    assert summary_text({"main": (1, 42)}) == (
+        "1 older message while you were away: `cspctl history --room main --since 41`")
+
+
+async def test_summary_does_not_reset_the_loop_guard(store: Store) -> None:
+    await store.append(Draft(room="main", sender="claude", to=["codex"], kind="direct",
+                             content="x", hops=3, deliver_to=("codex",)))
+    await store.append(Draft(room="main", sender="claude", to=["codex"], kind="direct",
+                             content="y", hops=4, deliver_to=("codex",)))
+    assert await store.expire_pending("codex", 86400, 1) is not None
+    assert await store.room_hops("main") == 4
+
+
+async def test_pending_pages_forward(store: Store) -> None:
+    sent = [(await store.append(draft(i, deliver_to=("codex",)))).id for i in range(25)]
+    got: list[int] = []
+    after = 0
+    while page := await store.pending("codex", 10, after=after):
+        got.extend(m.id for m in page)
+        after = page[-1].id
+    assert got == sent
+
+
+async def test_forget_agent_drops_its_summary(store: Store) -> None:
+    await store.upsert_agent("codex", "codex", "main", "codex")
+    for i in range(3):
+        await store.append(draft(i, deliver_to=("codex",)))
+    assert await store.expire_pending("codex", 86400, 1) is not None
+    await store.forget_agent("codex")
+    assert await store.pending_count("codex") == 0
+    assert store.db.execute("SELECT COUNT(*) FROM pending_summaries").fetchone()[0] == 0
+
+
+async def test_summary_survives_a_restart_and_is_not_made_twice(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    s = Store(path)
+    await s.open()
+    for i in range(4):
+        await s.append(draft(i, deliver_to=("codex",)))
+    summary = await s.expire_pending("codex", 86400, 2)
+    await s.close()
+    again = Store(path)
+    await again.open()
+    try:
+        assert await again.expire_pending("codex", 86400, 2) is None
+        assert (await again.pending("codex"))[-1] == summary
+    finally:
+        await again.close()
+
+
+async def test_a_backlog_past_ten_thousand_comes_back_bounded(store: Store) -> None:
+    # before: the first 10,000 of these were replayed on every reconnect, forever
+    sent = [m.id for m in await asyncio.gather(
+        *(store.append(draft(i, deliver_to=("codex",))) for i in range(12_000)))]
+    summary = await store.expire_pending("codex", 86400, 100)
+    assert summary is not None and summary.content.startswith("11900 older messages")
+    assert await pending_ids(store, "codex") == [*sent[-100:], summary.id]

@@ -1,0 +1,119 @@
+"""STATUS= is sent when the text changes, at most a few times a second (issue #10)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from cspd import notify
+from cspd.notify import STATUS_INTERVAL, Notifier
+from tests.polling import async_wait_for
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> socket.socket:
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    return sock
+
+
+def datagrams(sock: socket.socket) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return out
+
+
+async def next_datagrams(sock: socket.socket) -> list[str]:
+    """Poll until the deferred send arrives (one throttle interval, give or take)."""
+    got: list[str] = []
+
+    async def arrived() -> bool:
+        got.extend(datagrams(sock))
+        return bool(got)
+    await async_wait_for(arrived, timeout=5, what="a deferred STATUS=")
+    return got
+
+
+async def nothing_more(sock: socket.socket) -> None:
+    """No datagram within two throttle intervals (absence takes a bounded wait)."""
+    await asyncio.sleep(STATUS_INTERVAL * 2)
+    assert datagrams(sock) == []
+
+
+async def test_a_burst_of_changes_sends_the_first_and_then_the_newest(
+        notify_socket: socket.socket) -> None:
+    n = Notifier()
+    for i in range(200):
+        n.status(f"{i} messages")
+    assert datagrams(notify_socket) == ["STATUS=0 messages"]
+    assert await next_datagrams(notify_socket) == ["STATUS=199 messages"]
+    await nothing_more(notify_socket)  # nothing new, nothing sent
+
+
+async def test_an_unchanged_text_is_not_sent_again(notify_socket: socket.socket) -> None:
+    n = Notifier()
+    n.status("same")
+    assert datagrams(notify_socket) == ["STATUS=same"]
+    n.status("same")
+    n.status("same")
+    await nothing_more(notify_socket)
+
+
+async def test_back_to_the_sent_text_within_the_interval_sends_nothing(
+        notify_socket: socket.socket) -> None:
+    n = Notifier()
+    n.status("a")
+    n.status("b")
+    n.status("a")
+    assert datagrams(notify_socket) == ["STATUS=a"]
+    await nothing_more(notify_socket)
+
+
+async def test_sustained_load_stays_under_the_rate(notify_socket: socket.socket) -> None:
+    n = Notifier()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    i = 0
+    while loop.time() - began < 1.0:
+        n.status(f"{i} messages")
+        i += 1
+        await asyncio.sleep(0.002)  # the load: a post every 2 ms, not a synchronisation
+    sent = datagrams(notify_socket)
+
+    async def newest_arrived() -> bool:
+        sent.extend(datagrams(notify_socket))
+        return sent[-1] == f"STATUS={i - 1} messages"
+    await async_wait_for(newest_arrived, timeout=5, what="the newest status")
+    assert i > 100
+    assert len(sent) <= notify.STATUS_PER_SECOND + 2, sent
+    assert sent[-1] == f"STATUS={i - 1} messages"
+
+
+async def test_stopping_wins_over_a_pending_status(notify_socket: socket.socket) -> None:
+    n = Notifier()
+    n.status("1 message")
+    n.status("2 messages")  # deferred
+    n.stopping()
+    n.status("3 messages")  # a watcher leaving during shutdown
+    assert datagrams(notify_socket) == ["STATUS=1 message", "STOPPING=1\nSTATUS=stopping"]
+    await nothing_more(notify_socket)
+
+
+async def test_ready_after_a_reload_sends_the_status_at_once(
+        notify_socket: socket.socket) -> None:
+    n = Notifier()
+    n.status("1 message")
+    n.reloading()
+    n.ready("1 message")
+    assert datagrams(notify_socket) == ["STATUS=1 message",
+                                        "RELOADING=1\nSTATUS=reloading configuration",
+                                        "STATUS=1 message", "READY=1"]
