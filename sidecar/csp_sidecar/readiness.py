@@ -14,8 +14,8 @@ a CLI flushes its input when it switches its terminal to raw mode at start,
 so a message typed before then is lost.  Ready the first time means its
 prompt on screen (a profile with prompt patterns), else bracketed paste
 turned on, else the terminal already in raw mode (the program switched, and
-flushed), else, for a program reading lines, something printed; each after the
-output has been quiet for the profile's time.
+flushed), else, for a program reading lines, something printed (or 2 s of
+silence); each after the output has been quiet for the profile's time.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ REPORT_TRUST = 2.0
 # a reported turn that never ended (Claude Code's Stop hook does not fire when the
 # human interrupts) is taken as over once the screen has looked idle this long
 STALE_TURN = 3.0
+# a program reading lines that has printed nothing is taken as ready after this long
+# (cat, a script's read): a CLI that flushes its input at start prints before then
+QUIET_START = 2.0
 
 TURN_IDLE, TURN_BUSY, TURN_WAITING = "idle", "busy", "waiting"
 
@@ -48,6 +51,7 @@ class Readiness:
         # it is at its input), "lines" (the terminal's line editing), or "unknown"
         self.keys_mode = keys_mode
         self.output_seen = False
+        self.created = time.monotonic()
         # the CLI reports its turns (hooks): its word beats the screen's look
         self.reported = reported
         self.turn = TURN_IDLE
@@ -120,7 +124,8 @@ class Readiness:
             # no prompt to look for: it must read keys itself (raw mode: it switched
             # already, flushing what came before), or read lines and have said something
             mode = self.keys_mode()
-            ok = mode == "keys" or (mode == "lines" and self.output_seen)
+            ok = mode == "keys" or (mode == "lines" and (
+                self.output_seen or time.monotonic() - self.created >= QUIET_START))
         self.started = ok
         return ok
 

@@ -304,6 +304,15 @@ class Sidecar:
         if self.states.get("State") == "ready":
             self.publish()
 
+    def _watch_start(self) -> None:
+        """Until the CLI has been ready once, look again now and then: a program that
+        prints nothing gives no event to look again on."""
+        self.publish()
+        if not self.readiness.started and not self._done.is_set():
+            asyncio.get_running_loop().call_later(0.25, self._watch_start)
+        else:
+            self.delivery.kick()
+
     def _schedule_pump(self) -> None:
         """Emulate queued output in slices between other events, so no single look at
         the screen (readiness, capture) has a flood to catch up on."""
@@ -460,6 +469,7 @@ class Sidecar:
                         f"message #{m.id} from {m.sender}; it was not answered")
         tasks = [loop.create_task(self.link.run()), loop.create_task(self.link.run_outbox())]
         self.pump.start()
+        self._watch_start()
         gc.freeze()  # what start-up made lives as long as we do: keep it out of GC passes
         lag = self._lag = LoopLag.from_env()
         if lag is not None:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import aiohttp
-
 from cspd.client import GatewayClient
 
+from .ptyrun import REPO
 from .registry import Context, Figures, case, percentiles
 
 QUIET_INTERVAL_S = 3.0
@@ -72,59 +70,43 @@ async def throughput(ctx: Context) -> Figures:
 
 
 async def _fanout(ctx: Context, subscribers: int, count: int) -> Figures:
-    names = [f"bench{subscribers}x{k}" for k in range(subscribers)]
-    arrived: dict[int, list[float]] = {}
-    everyone = asyncio.Event()
-    expected: set[int] = set()
-    clients = [ctx.gateway.client(agent=n) for n in names]
-    sockets: list[aiohttp.ClientWebSocketResponse] = []
+    """POST -> receipt at each agent; each agent is a process of its own (see subscribers)."""
+    procs = [await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.subscribers", f"bench{subscribers}x{k}", cwd=REPO,
+        env=ctx.gateway.env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        for k in range(subscribers)]
 
-    async def reader(ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                return
-            frame = json.loads(msg.data)
-            if frame.get("type") != "message":
-                continue
-            mid = frame["message"]["id"]
-            if frame["message"]["kind"] == "system":
-                await ws.send_json({"type": "ack", "ids": [mid]})
-                continue
-            arrived.setdefault(mid, []).append(time.perf_counter())
-            await ws.send_json({"type": "ack", "ids": [mid]})
-            if mid in expected and len(arrived[mid]) == subscribers:
-                everyone.set()
+    async def line(proc: asyncio.subprocess.Process) -> str:
+        assert proc.stdout is not None
+        return (await asyncio.wait_for(proc.stdout.readline(), RECEIVE_TIMEOUT_S)).decode()
 
-    for c in clients:
-        await c.__aenter__()
-    readers = []
+    async def receipt(proc: asyncio.subprocess.Process, mid: int) -> float:
+        while True:
+            got, _, t = (await line(proc)).split()
+            if int(got) == mid:
+                return float(t)
+
     try:
-        for c, name in zip(clients, names, strict=True):
-            ws = await c.stream(agent=name)
-            sockets.append(ws)
-            # registered (and subscribed) once the gateway says hello
-            hello = await ws.receive_json(timeout=RECEIVE_TIMEOUT_S)
-            if hello.get("type") != "hello":
-                raise RuntimeError(f"expected hello, got {hello}")
-            readers.append(asyncio.create_task(reader(ws)))
+        for proc in procs:
+            if (first := await line(proc)).strip() != "ready":
+                raise RuntimeError(f"a subscriber did not start: {first!r}")
         samples: list[float] = []
         async with ctx.gateway.client() as sender:
             for i in range(count):
-                everyone.clear()
                 t0 = time.perf_counter()
                 message = await sender.send(["@all"], f"fan-out {i}")
-                expected.add(message.id)
-                if len(arrived.get(message.id, [])) < subscribers:
-                    await asyncio.wait_for(everyone.wait(), RECEIVE_TIMEOUT_S)
-                samples.extend(t - t0 for t in arrived[message.id])
+                times = await asyncio.gather(*(receipt(p, message.id) for p in procs))
+                samples.extend(t - t0 for t in times)
     finally:
-        for ws in sockets:
-            await ws.close()
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        for c in clients:
-            await c.close()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
     return percentiles(samples, prefix=f"s{subscribers}_")
 
 
