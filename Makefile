@@ -72,6 +72,10 @@ $(DEV_STAMP): pyproject.toml
 
 dev: $(DEV_STAMP)
 
+# two workers: the integration tests wait on real CLIs, PTYs and tmux far more than they
+# compute; the systemd tests share one user manager, so they stay on one worker
+PYTEST_ARGS ?= -n 2 --dist loadgroup
+
 test: $(DEV_STAMP)
 	$(DEV_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 

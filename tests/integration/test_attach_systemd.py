@@ -16,7 +16,8 @@ from tests.usermanager import UserManager, user_manager
 
 __all__ = ["user_manager"]  # the session fixture, re-exported for pytest
 
-pytestmark = pytest.mark.integration
+# one isolated systemd --user per worker process: these share one, so they run in one worker
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("systemd")]
 
 UNITS = ("csp-gateway.service", "csp-gateway.socket")
 
