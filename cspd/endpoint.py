@@ -9,7 +9,7 @@ import os
 
 from . import paths
 from .errors import Forbidden
-from .protocol import HUMAN
+from .protocol import HUMAN, check_name
 
 GATEWAY_ENV = "CSP_GATEWAY"
 AGENT_ENV = "CSP_AGENT"
@@ -24,8 +24,13 @@ def gateway_address() -> str:
 
 
 def default_identity() -> str:
-    """``cspctl`` speaks as the agent it runs inside (``CSP_AGENT``), else as the human."""
-    return os.environ.get(AGENT_ENV) or HUMAN
+    """``cspctl`` speaks as the agent it runs inside (``CSP_AGENT``), else as the human.
+
+    A malformed ``CSP_AGENT`` (a newline, a non-Latin-1 letter) is bad input, said
+    before any request is made, never a traceback from the HTTP layer.
+    """
+    name = os.environ.get(AGENT_ENV) or HUMAN
+    return name if name == HUMAN else check_name(name, f"agent name in {AGENT_ENV}")
 
 
 def speaker(requested: str | None) -> str:

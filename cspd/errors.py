@@ -124,6 +124,18 @@ class ConfigError(CspError):
     exit_code = 2
 
 
+class StorageUnavailable(CspError):
+    """The database cannot be written (disk full, read-only filesystem, I/O error).
+
+    Nothing was stored, so nothing may be acknowledged: the poster gets a 503 with
+    the usual JSON error body and can send again later; reads keep working.
+    """
+
+    status = 503
+    code = "storage_unavailable"
+    exit_code = 1
+
+
 _BY_CODE: dict[str, type[CspError]] = {}
 
 

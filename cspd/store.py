@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import CspError
+from .errors import StorageUnavailable
 from .protocol import Message, now_iso
 
 T = TypeVar("T")
@@ -97,18 +97,6 @@ CREATE TABLE IF NOT EXISTS pending_summaries (
     rooms      TEXT NOT NULL  -- JSON {room: [count, first missed id]}
 );
 """
-
-
-class StorageUnavailable(CspError):
-    """The database cannot be written (disk full, read-only filesystem, I/O error).
-
-    Nothing was stored, so nothing may be acknowledged: the poster gets a 503 with
-    the usual JSON error body and can send again later; reads keep working.
-    """
-
-    status = 503
-    code = "storage_unavailable"
-    exit_code = 1
 
 
 @dataclass(frozen=True)

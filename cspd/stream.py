@@ -29,10 +29,10 @@ from aiohttp import WSMsgType, web
 
 from . import identity
 from .app import Gateway, gateway_of
-from .errors import BadRequest
+from .errors import BadRequest, StorageUnavailable
 from .hub import MAX_QUEUE, Subscriber
 from .protocol import API, Message, check_name
-from .store import StorageUnavailable, within_bounds
+from .store import within_bounds
 
 log = logging.getLogger("cspd.stream")
 
