@@ -16,8 +16,8 @@ from tests.usermanager import UserManager, user_manager
 
 __all__ = ["user_manager"]  # the session fixture, re-exported for pytest
 
-# one isolated systemd --user per worker process: these share one, so they run in one worker
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("systemd")]
+# they share one isolated systemd --user, and `make test` runs them on their own (see Makefile)
+pytestmark = [pytest.mark.integration, pytest.mark.systemd]
 
 UNITS = ("csp-gateway.service", "csp-gateway.socket")
 

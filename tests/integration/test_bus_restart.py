@@ -34,8 +34,8 @@ from tests.polling import wait_for
 from tests.tmuxtest import TmuxServer
 from tests.usermanager import wait_gone
 
-# one isolated systemd --user per worker process: these share one, so they run in one worker
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("systemd")]
+# they share one isolated systemd --user, and `make test` runs them on their own (see Makefile)
+pytestmark = [pytest.mark.integration, pytest.mark.systemd]
 
 STAND_INS = ("alpha", "beta")
 SIDECAR = "fa"  # the real csp-sidecar (tests/integration/test_sidecar.py's fake agent)

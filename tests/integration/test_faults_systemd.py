@@ -40,8 +40,8 @@ from tests.usermanager import UnitWatch, UserManager, user_manager, wait_gone
 
 __all__ = ["user_manager"]  # the session fixture, re-exported for pytest
 
-# one isolated systemd --user per worker process: these share one, so they run in one worker
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("systemd")]
+# they share one isolated systemd --user, and `make test` runs them on their own (see Makefile)
+pytestmark = [pytest.mark.integration, pytest.mark.systemd]
 
 SERVICE = "csp-gateway.service"
 SOCKET = "csp-gateway.socket"
