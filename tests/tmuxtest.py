@@ -68,8 +68,10 @@ class Pane:
         return self.server.run("capture-pane", "-p", "-J", "-t", self.target).stdout
 
     def wait_text(self, text: str, timeout: float = 15.0) -> str:
-        return wait_for(lambda: text in (s := self.screen()) and s, timeout=timeout,
-                        what=f"{text!r} on screen")
+        def shown() -> str:
+            screen = self.screen()
+            return screen if text in screen else ""
+        return wait_for(shown, timeout=timeout, what=f"{text!r} on screen")
 
     def info(self, fmt: str) -> str:
         return self.server.run("display-message", "-p", "-t", self.target, fmt).stdout.strip()
@@ -80,7 +82,7 @@ class Pane:
         if self.status_file is None:
             raise AssertionError("this pane does not record its exit status")
         status_file = self.status_file
-        text = wait_for(lambda: status_file.exists() and status_file.read_text(),
+        text = wait_for(lambda: status_file.read_text() if status_file.exists() else "",
                         timeout=timeout, what="the pane's command to exit")
         return int(text.strip())
 

@@ -29,7 +29,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -41,8 +40,9 @@ from csp_sidecar.hooks import SOCKET_ENV
 from csp_sidecar.profiles import apply_to_env, load_profile
 from csp_sidecar.wiring import RunFacts, hook_argv, wire
 
-from tests.conftest import REPO, CspEnv, GatewayProcess
+from tests.conftest import CspEnv, GatewayProcess
 from tests.polling import wait_for
+from tests.standins import StandIn, sidecar_executable
 from tests.tmuxtest import Pane, TmuxServer
 from tests.tools.fake_anthropic import RUN_MARK, SLOW_MARK, last_user_text
 from tests.tools.fake_anthropic import user_texts as fake_user_texts
@@ -54,27 +54,9 @@ HEIGHT = 30
 END = "46 lines in all."
 
 
-def sidecar_executable() -> list[str]:
-    """``csp-sidecar`` as installed next to this Python, else the module."""
-    script = Path(sys.executable).with_name("csp-sidecar")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "csp_sidecar"]
-
-
-class FakeAnthropic:
-    def __init__(self, root: Path) -> None:
-        self.log = root / "anthropic-requests.jsonl"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.tools.fake_anthropic", "--log", str(self.log)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()  # "port N", printed once it serves
-        assert first.startswith("port "), f"fake API did not start: {first!r}"
-        self.url = f"http://127.0.0.1:{int(first.split()[1])}"
-
-    def requests(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
+class FakeAnthropic(StandIn):
+    module = "tests.tools.fake_anthropic"
+    log_name = "anthropic-requests.jsonl"
 
     def conversation(self) -> list[dict[str, Any]]:
         """The main-conversation requests (those that offer tools), turn 1, 2, 3..."""
@@ -91,13 +73,6 @@ class FakeAnthropic:
         with urllib.request.urlopen(req, timeout=10) as answer:
             assert json.load(answer) == {"released": True}
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ import os
 import shlex
 import shutil
 import struct
-import subprocess
 import sys
 import termios
 from collections.abc import Iterator
@@ -33,8 +32,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, CspEnv, GatewayProcess
+from tests.conftest import CspEnv, GatewayProcess
 from tests.polling import wait_for
+from tests.standins import StandIn, sidecar_executable
 from tests.tmuxtest import Pane, TmuxServer
 from tests.tools.codex_setup import codex_home
 from tests.tools.fake_openai import SIDE_REPLY, last_user_text
@@ -52,38 +52,15 @@ with open(sys.argv[1], "a", encoding="utf-8") as log:
 USER_NOTIFY_ARG = "users-own-arg"
 
 
-def sidecar_executable() -> list[str]:
-    """``csp-sidecar`` as installed next to this Python, else the module."""
-    script = Path(sys.executable).with_name("csp-sidecar")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "csp_sidecar"]
-
-
-class FakeOpenAI:
+class FakeOpenAI(StandIn):
     """``tests.tools.fake_openai`` in a process of its own, and what it was asked."""
 
-    def __init__(self, root: Path) -> None:
-        self.log = root / "openai-requests.jsonl"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.tools.fake_openai", "--log", str(self.log)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()  # "port N", printed once it serves
-        assert first.startswith("port "), f"fake API did not start: {first!r}"
-        self.url = f"http://127.0.0.1:{int(first.split()[1])}/v1"
+    module = "tests.tools.fake_openai"
+    log_name = "openai-requests.jsonl"
+    url_path = "/v1"
 
     def requests(self, kind: str | None = None) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        entries = [json.loads(line) for line in self.log.read_text().splitlines() if line]
-        return [e for e in entries if kind is None or e["kind"] == kind]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        return [e for e in super().requests() if kind is None or e["kind"] == kind]
 
 
 @pytest.fixture

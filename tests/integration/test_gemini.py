@@ -25,13 +25,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, CspEnv, GatewayProcess
+from tests.conftest import CspEnv, GatewayProcess
 from tests.polling import wait_for
+from tests.standins import StandIn, sidecar_executable
 from tests.tmuxtest import Pane, TmuxServer
 from tests.tools.fake_gemini import last_user_text
 from tests.tools.gemini_setup import gemini_home
@@ -43,41 +43,15 @@ HEIGHT = 30
 TURNS = 3
 
 
-def sidecar_executable() -> list[str]:
-    """``csp-sidecar`` as installed next to this Python, else the module."""
-    script = Path(sys.executable).with_name("csp-sidecar")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "csp_sidecar"]
-
-
-class FakeGemini:
+class FakeGemini(StandIn):
     """``tests.tools.fake_gemini`` in a process of its own, and what it was asked."""
 
-    def __init__(self, root: Path) -> None:
-        self.log = root / "gemini-requests.jsonl"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.tools.fake_gemini", "--log", str(self.log)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()  # "port N", printed once it serves
-        assert first.startswith("port "), f"fake API did not start: {first!r}"
-        self.url = f"http://127.0.0.1:{int(first.split()[1])}"
-
-    def requests(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+    module = "tests.tools.fake_gemini"
+    log_name = "gemini-requests.jsonl"
 
     def prompts(self) -> list[str]:
         """The prompt of each conversation turn (``main`` requests), as the CLI sent it."""
         return [last_user_text(r["body"]) for r in self.requests() if r["kind"] == "main"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
 
 
 @pytest.fixture

@@ -20,8 +20,9 @@ import pytest
 
 from tests.conftest import CspEnv, GatewayProcess
 from tests.integration.test_claude_code import FakeAnthropic, claude_pane
-from tests.integration.test_codex import FakeOpenAI, sidecar_executable
+from tests.integration.test_codex import FakeOpenAI
 from tests.polling import wait_for
+from tests.standins import sidecar_executable
 from tests.tmuxtest import TmuxServer
 from tests.tools.codex_setup import codex_home
 

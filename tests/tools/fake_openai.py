@@ -33,11 +33,9 @@ hanging.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -45,6 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.tools import standin_server
 from tests.tools.long_reply import long_reply
 
 LOG_KEY = web.AppKey("log", Path)
@@ -288,27 +287,8 @@ def make_app(log: Path) -> web.Application:
     return app
 
 
-async def serve(log: Path, port: int) -> None:
-    runner = web.AppRunner(make_app(log), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    print(f"port {runner.addresses[0][1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log", type=Path, required=True, help="append requests here (JSONL)")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port")
-    args = parser.parse_args(argv)
-    asyncio.run(serve(args.log, args.port))
-    return 0
+    return standin_server.main(make_app, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
