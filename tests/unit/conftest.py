@@ -3,6 +3,7 @@ but the test server's loopback port."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +50,27 @@ async def start_api(tmp_path: Path, config: GatewayConfig = TEST_CONFIG) -> Api:
 async def stop_api(api: Api) -> None:
     await api.client.close()
     await api.gw.store.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> socket.socket:
+    """A systemd notify socket the code under test sends to (non-blocking: see datagrams)."""
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    return sock
+
+
+def datagrams(sock: socket.socket) -> list[str]:
+    """Everything sent to ``notify_socket`` so far, in order."""
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return out
 
 
 @pytest.fixture

@@ -4,32 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from pathlib import Path
-
-import pytest
 
 from cspd import notify
 from cspd.notify import STATUS_INTERVAL, Notifier
 from tests.polling import async_wait_for
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> socket.socket:
-    path = tmp_path / "notify"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-    return sock
-
-
-def datagrams(sock: socket.socket) -> list[str]:
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return out
+from tests.unit.conftest import datagrams
 
 
 async def next_datagrams(sock: socket.socket) -> list[str]:

@@ -12,25 +12,7 @@ import pytest
 from cspd import restarts
 from cspd.notify import Notifier
 from cspd.restarts import HEALTHY, MAX_DELAY, Pacer, StartRecord, delay_for
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> socket.socket:
-    path = tmp_path / "notify"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-    return sock
-
-
-def datagrams(sock: socket.socket) -> list[str]:
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return out
+from tests.unit.conftest import datagrams
 
 
 @pytest.fixture
