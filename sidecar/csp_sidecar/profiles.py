@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from cspd import paths
@@ -73,6 +74,10 @@ class Profile:
     # sidecar can neither tell it is ready nor capture it): variables set unless the
     # user's environment already sets them, and arguments added after the program
     env: dict[str, str] = field(default_factory=dict)
+    # variables taken out of the inherited environment because they make the CLI leave
+    # its interactive mode even on a terminal (Gemini CLI and CI=true); an explicit
+    # ``csp-sidecar --env`` still sets them
+    env_unset: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -111,7 +116,7 @@ def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
                 raise ConfigError(f"{source}: 'env' must be a table of strings")
             kwargs[key] = dict(value)
-        elif key in ("commands", "reply_markers", "args"):
+        elif key in ("commands", "reply_markers", "args", "env_unset"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: '{key}' must be a list of strings")
             kwargs[key] = tuple(value)
@@ -156,9 +161,11 @@ def apply_to_command(profile: Profile, command: list[str]) -> list[str]:
     return command[:cut] + missing + command[cut:]
 
 
-def apply_to_env(profile: Profile, env: dict[str, str]) -> dict[str, str]:
-    """The environment with the profile's ``env`` where the user has not set it."""
-    return {**profile.env, **env}
+def apply_to_env(profile: Profile, env: Mapping[str, str]) -> dict[str, str]:
+    """The inherited environment less the profile's ``env_unset``, with the profile's
+    ``env`` where the user has not set it."""
+    kept = {k: v for k, v in env.items() if k not in profile.env_unset}
+    return {**profile.env, **kept}
 
 
 def _user_dir() -> Path:

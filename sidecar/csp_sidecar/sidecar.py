@@ -400,7 +400,7 @@ class Sidecar:
     # -- lifecycle -----------------------------------------------------------
 
     def child_env(self, wiring: Wiring | None) -> dict[str, str]:
-        env = apply_to_env(self.profile_obj, dict(os.environ))
+        env = apply_to_env(self.profile_obj, os.environ)
         for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
             env.pop(var, None)
         env.update(self.options.env)
@@ -424,7 +424,7 @@ class Sidecar:
         if not self.reported:
             return None
         env = env_after_wrappers(
-            self.command, apply_to_env(self.profile_obj, {**os.environ, **self.options.env}))
+            self.command, {**apply_to_env(self.profile_obj, os.environ), **self.options.env})
         wiring = wire(self.profile_obj, RunFacts(
             agent=self.name, hook_socket=socket_path(self.name), env=env,
             command=self.command, cwd=self.options.cwd or os.getcwd(), session=self.session))

@@ -120,6 +120,9 @@ def test_profile_env_and_args_apply_without_overriding_the_user() -> None:
     assert apply_to_env(claude, {})["CLAUDE_CODE_DISABLE_ALTERNATE_SCREEN"] == "1"
     mine = {"CLAUDE_CODE_DISABLE_ALTERNATE_SCREEN": "0"}
     assert apply_to_env(claude, mine) == mine
+    gemini = load_profile("gemini")
+    assert apply_to_env(gemini, {"CI": "true", "GITHUB_ACTIONS": "true", "TERM": "xterm"}) == {
+        "TERM": "xterm"}
     codex = load_profile("codex")
     assert apply_to_command(codex, ["codex", "resume"]) == [
         "codex", "--no-alt-screen", "--no-daemon", "resume"]
