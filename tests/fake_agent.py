@@ -64,7 +64,7 @@ class FakeControl:
 
     def inject(self, text: str, sender: str = "dbus") -> None:
         if not text.strip():
-            from cspd.errors import BadRequest
+            from csp_core.errors import BadRequest
             raise BadRequest("empty message")
         self.calls.append(("inject", text, sender))
         self._queue += 1

@@ -1,6 +1,6 @@
 """Helpers for the HTTP-edge tests (issue #10): a gateway on real sockets, raw HTTP.
 
-``EdgeGateway`` runs the real app behind the real listeners (:func:`cspd.app.start_http`)
+``EdgeGateway`` runs the real app behind the real listeners (:func:`cspd.edge.start_http`)
 in the test's own event loop, on a unix socket in tmp and on 127.0.0.1:0, so a test
 can shorten the deadlines and look inside (connections per listener, tasks).
 ``TcpGatewayProcess`` is a real ``cspd --tcp`` process.  ``read_response`` parses
@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-
+from csp_core.auth import ensure_token
+from csp_core.config import GatewayConfig
 from cspd.activation import ConnectionCaps, Listener, bind_tcp, bind_unix
-from cspd.app import Gateway, GuardedSite, HttpLimits, create_app, open_gateway, start_http
-from cspd.auth import ensure_token
-from cspd.config import GatewayConfig
+from cspd.app import create_app
+from cspd.edge import GuardedSite, start_http
+from cspd.gateway import Gateway, HttpLimits, open_gateway
+
 from tests.conftest import CspEnv, GatewayProcess
 from tests.polling import wait_for
 

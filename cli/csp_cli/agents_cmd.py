@@ -6,11 +6,10 @@ import shlex
 from typing import Any
 
 import click
-
-from cspd.client import GatewayClient
-from cspd.endpoint import owner_only
-from cspd.errors import GatewayUnavailable
-from cspd.protocol import API, check_name
+from csp_core.client import GatewayClient
+from csp_core.endpoint import owner_only
+from csp_core.errors import GatewayUnavailable
+from csp_core.protocol import API, check_name
 
 from . import bus
 from .render import print_json

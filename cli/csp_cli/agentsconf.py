@@ -16,7 +16,7 @@
     room = "main"            # optional
     env = { FOO = "bar" }    # optional
 
-The file is read with tomllib and written with tomli-w (through cspd.config),
+The file is read with tomllib and written with tomli-w (through csp_core.config),
 so comments do not survive ``cspctl agents add/remove``.  Errors name the file,
 the line and the key, because a person has to go and fix them by hand.
 """
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cspd import paths
-from cspd.config import load_document, save_document
-from cspd.errors import BadRequest, ConfigError, Conflict, NotFound
-from cspd.protocol import check_name
+from csp_core import paths
+from csp_core.config import load_document, save_document
+from csp_core.errors import BadRequest, ConfigError, Conflict, NotFound
+from csp_core.protocol import check_name
 
 AGENT_KEYS = ("name", "command", "profile", "cwd", "env", "room")
 

@@ -10,10 +10,9 @@ import sys
 import time
 
 import click
-
-from cspd.client import GatewayClient
-from cspd.errors import CspError, GatewayUnavailable
-from cspd.protocol import check_name
+from csp_core.client import GatewayClient
+from csp_core.errors import CspError, GatewayUnavailable
+from csp_core.protocol import check_name
 
 from . import agentsconf, presets, systemd
 from .agentsconf import AgentSpec

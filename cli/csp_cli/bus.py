@@ -4,7 +4,7 @@ The sidecar owns ``io.csp.Agent.<name>``; talking to it directly works even
 when the gateway is down and shows the agent's own view of its state.  Every
 function here reports "no session bus" as ``None``/``False`` so the caller can
 fall back to the gateway; an agent that is simply not on the bus is a
-:class:`~cspd.busnames.NotOnBus` error naming the bus name.
+:class:`~csp_core.busnames.NotOnBus` error naming the bus name.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from csp_core import sessionbus
+from csp_core.busnames import INTERFACE, OBJECT_PATH, NotOnBus, bus_name, is_agent_bus_name
+from csp_core.errors import CspError
+from csp_core.sessionbus import BusUnavailable
 from dbus_fast.aio import MessageBus
-
-from cspd import sessionbus
-from cspd.busnames import INTERFACE, OBJECT_PATH, NotOnBus, bus_name, is_agent_bus_name
-from cspd.errors import CspError
-from cspd.sessionbus import BusUnavailable
 
 READ_TIMEOUT = 2.0  # a sidecar that does not answer by then is listed from the gateway only
 METHODS = {"pause": "Pause", "resume": "Resume", "interrupt": "Interrupt"}

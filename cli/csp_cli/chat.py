@@ -3,7 +3,7 @@
 The view follows the gateway's WebSocket and reconnects by itself (showing
 that it does) when the gateway restarts; after a reconnect it asks for what it
 missed with ``since``, so nothing is lost and nothing is shown twice.  All chat
-text goes through :func:`cspd.sanitize.visible_text` before it is drawn.
+text goes through :func:`csp_core.sanitize.visible_text` before it is drawn.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from typing import Any, Protocol
 
 import aiohttp
 import click
-
-from cspd.client import GatewayClient
-from cspd.errors import CspError, GatewayUnavailable
-from cspd.protocol import Message
-from cspd.sanitize import one_line, visible_text
+from csp_core.client import GatewayClient
+from csp_core.errors import CspError, GatewayUnavailable
+from csp_core.protocol import Message
+from csp_core.sanitize import one_line, visible_text
 
 from .chatterm import Key, LineEditor, Render, Screen, text_width, wrap
 from .render import clock, colour_of
@@ -299,7 +298,7 @@ class Chat:
 
     async def _switch_room(self, room: str | None) -> None:
         if room is not None:
-            from cspd.protocol import check_name
+            from csp_core.protocol import check_name
             check_name(room, "room name")
         self.room = room
         self.last_id = 0

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
-
-from cspd.protocol import check_name
+from csp_core.protocol import check_name
 
 from .chat import run_plain, run_tty
 from .runner import coro_command

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import click
 import tomli_w
-
-from cspd import paths
-from cspd.config import gateway_config, load_document
-from cspd.errors import BadRequest
-from cspd.protocol import check_name
+from csp_core import paths
+from csp_core.config import gateway_config, load_document
+from csp_core.errors import BadRequest
+from csp_core.protocol import check_name
 
 from . import agentsconf, presets
 from .render import print_json

@@ -26,10 +26,9 @@ import sys
 from typing import Any
 
 import click
-
-from cspd import restarts
-from cspd.client import GatewayClient
-from cspd.errors import CspError, Forbidden, GatewayUnavailable, Unauthorized
+from csp_core import startrecord
+from csp_core.client import GatewayClient
+from csp_core.errors import CspError, Forbidden, GatewayUnavailable, Unauthorized
 
 from . import systemd
 from .render import print_json
@@ -261,7 +260,7 @@ def status(as_json: bool) -> None:
         info["systemd"] = None
         info["systemd_error"] = exc.message.splitlines()[0]
     if info["systemd"] and info["systemd"]["ActiveState"] != "active":
-        loop = restarts.streak()
+        loop = startrecord.streak()
         info["crash_loop"] = ({"ends": loop[0], "last_error": loop[1]} if loop else None)
     answer = _answer(info)
     health = None if isinstance(answer, CspError) else answer

@@ -9,8 +9,7 @@ from __future__ import annotations
 import importlib
 
 import click
-
-from cspd import __version__
+from csp_core import __version__
 
 # verb -> "module:attribute" (modules relative to this package)
 COMMANDS = {

@@ -16,11 +16,10 @@ from typing import Any
 
 import aiohttp
 import click
-
-from cspd.client import GatewayClient
-from cspd.endpoint import speaker
-from cspd.errors import CspError
-from cspd.protocol import HUMAN, check_name
+from csp_core.client import GatewayClient
+from csp_core.endpoint import speaker
+from csp_core.errors import CspError
+from csp_core.protocol import HUMAN, check_name
 
 from .runner import coro_command
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 
 import click
-
-from cspd import quick
-from cspd.endpoint import speaker
-from cspd.errors import BadRequest, NotFound
-from cspd.protocol import API, HUMAN, Message, check_name, split_address_words
+from csp_core import quick
+from csp_core.endpoint import speaker
+from csp_core.errors import BadRequest, NotFound
+from csp_core.protocol import API, HUMAN, Message, check_name, split_address_words
 
 from .render import format_message, print_json, print_json_line
 from .runner import coro_command, edge
@@ -130,8 +129,8 @@ async def _follow(room: str | None, since: int, as_json: bool, colour: bool) -> 
     """Print live messages; when the gateway goes away, say so and pick up where it was."""
     import asyncio
 
-    from cspd.client import GatewayClient  # aiohttp only when following
-    from cspd.errors import GatewayUnavailable
+    from csp_core.client import GatewayClient  # aiohttp only when following
+    from csp_core.errors import GatewayUnavailable
 
     last, backoff, lost = since, 0.2, False
     while True:

@@ -10,9 +10,8 @@ import json
 from typing import Any
 
 import click
-
-from cspd.protocol import Message
-from cspd.sanitize import visible_text
+from csp_core.protocol import Message
+from csp_core.sanitize import visible_text
 
 SENDER_COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan",
                   "bright_green", "bright_magenta", "bright_yellow", "bright_blue")

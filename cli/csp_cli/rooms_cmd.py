@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import click
-
-from cspd.client import GatewayClient, default_identity
+from csp_core.client import GatewayClient, default_identity
 
 from .render import print_json
 from .runner import coro_command

@@ -9,10 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import click
-
-from cspd.endpoint import gateway_address
-from cspd.errors import CspError, Unauthorized
-from cspd.paths import token_path
+from csp_core.endpoint import gateway_address
+from csp_core.errors import CspError, Unauthorized
+from csp_core.paths import token_path
 
 P = ParamSpec("P")
 T = TypeVar("T")

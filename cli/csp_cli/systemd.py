@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from cspd.errors import CspError
+from csp_core.errors import CspError
 
 SERVICE = "csp-gateway.service"
 SOCKET = "csp-gateway.socket"

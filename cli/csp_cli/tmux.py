@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cspd.errors import CspError, NotFound
+from csp_core.errors import CspError, NotFound
 
 # fields read by list_panes; joined with a separator no title can contain
 _SEP = "\x1f"

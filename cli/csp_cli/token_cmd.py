@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import click
-
-from cspd import paths
-from cspd.auth import ensure_token, rotate_token
+from csp_core import paths
+from csp_core.auth import ensure_token, rotate_token
 
 from .runner import edge
 

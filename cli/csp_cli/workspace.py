@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cspd.errors import Conflict
+from csp_core.errors import Conflict
 
 from .agentsconf import AgentsConfig, AgentSpec, LayoutConfig
 from .layout import layout_string

@@ -15,7 +15,7 @@ The interface only talks to an :class:`~csp_sidecar.control.AgentControl`, so
 it can be exported over a stand-in in tests.  The object is exported *before*
 the name is requested, so whoever sees the name appear can read it at once.
 The name is requested without queueing: a taken name is a
-:class:`~cspd.busnames.BusNameTaken` and the sidecar exits before starting its
+:class:`~csp_core.busnames.BusNameTaken` and the sidecar exits before starting its
 child.  No session bus is not an error: the sidecar runs without its bus
 object and the gateway falls back to connection-based presence.
 
@@ -35,15 +35,14 @@ import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
+from csp_core import sessionbus
+from csp_core.busnames import ERROR_PREFIX, INTERFACE, OBJECT_PATH, BusNameTaken, bus_name
+from csp_core.errors import CspError
+from csp_core.sessionbus import BusUnavailable
 from dbus_fast import DBusError, NameFlag, PropertyAccess, RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32, DBusUInt64
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
-
-from cspd import sessionbus
-from cspd.busnames import ERROR_PREFIX, INTERFACE, OBJECT_PATH, BusNameTaken, bus_name
-from cspd.errors import CspError
-from cspd.sessionbus import BusUnavailable
 
 from .control import AgentControl
 

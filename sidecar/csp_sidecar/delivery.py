@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from cspd.protocol import Message
+from csp_core.protocol import Message
 
 from .injection import Keystrokes, keystrokes_for, take_batch
 from .journal import Journal

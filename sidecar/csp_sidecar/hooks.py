@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cspd import paths
-from cspd.errors import ConfigError
+from csp_core import paths
+from csp_core.errors import ConfigError
 
 log = logging.getLogger("csp_sidecar.hooks")
 

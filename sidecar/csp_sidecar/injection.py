@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cspd import paths
-from cspd.protocol import Message
-from cspd.sanitize import is_sender_tag, one_line, visible_text
+from csp_core import paths
+from csp_core.protocol import Message
+from csp_core.sanitize import is_sender_tag, one_line, visible_text
 
 from .profiles import Profile
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cspd import paths
-from cspd.protocol import Message
+from csp_core import paths
+from csp_core.protocol import Message
 
 log = logging.getLogger("csp_sidecar.journal")
 

@@ -21,11 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-
-from cspd.auth import agent_credential, ensure_agent_key
-from cspd.client import GatewayClient
-from cspd.errors import Conflict, CspError, GatewayUnavailable, RateLimited, Unauthorized
-from cspd.protocol import Message
+from csp_core.auth import agent_credential, ensure_agent_key
+from csp_core.client import GatewayClient
+from csp_core.errors import Conflict, CspError, GatewayUnavailable, RateLimited, Unauthorized
+from csp_core.protocol import Message
 
 log = logging.getLogger("csp_sidecar.link")
 

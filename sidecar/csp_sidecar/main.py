@@ -12,10 +12,9 @@ import sys
 from typing import Protocol
 
 import click
-
-from cspd import __version__, paths
-from cspd.errors import CspError
-from cspd.protocol import check_name
+from csp_core import __version__, paths
+from csp_core.errors import CspError
+from csp_core.protocol import check_name
 
 from .command import locate
 from .link import NameTaken

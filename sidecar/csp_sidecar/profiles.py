@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cspd import paths
-from cspd.errors import ConfigError
+from csp_core import paths
+from csp_core.errors import ConfigError
 
 from .command import SHELLS, locate, program_name
 

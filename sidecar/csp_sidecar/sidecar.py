@@ -28,8 +28,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from cspd.client import AGENT_ENV, AGENT_TOKEN_ENV, GATEWAY_ENV, ROOM_ENV, gateway_address
-from cspd.protocol import HUMAN, Message, now_iso
+from csp_core.client import AGENT_ENV, AGENT_TOKEN_ENV, GATEWAY_ENV, ROOM_ENV, gateway_address
+from csp_core.protocol import HUMAN, Message, now_iso
 
 from .agent_process import AgentProcess
 from .capture import Capture

@@ -46,9 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-
-from cspd import paths
-from cspd.errors import ConfigError
+from csp_core import paths
+from csp_core.errors import ConfigError
 
 from . import hook_cmd
 from .hooks import SOCKET_ENV, HookSpec

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cspd.client import GatewayClient
+from csp_core.client import GatewayClient
 
 from .ptyrun import REPO
 from .registry import Context, Figures, case, percentiles

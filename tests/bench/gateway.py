@@ -15,9 +15,8 @@ from types import TracebackType
 from typing import Any
 
 import tomli_w
-
-from cspd.client import GatewayClient
-from cspd.errors import CspError
+from csp_core.client import GatewayClient
+from csp_core.errors import CspError
 
 from .procstat import ProcSample, sample
 

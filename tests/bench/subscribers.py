@@ -18,8 +18,7 @@ import sys
 import time
 
 import aiohttp
-
-from cspd.client import GatewayClient
+from csp_core.client import GatewayClient
 
 
 async def listen(ws: aiohttp.ClientWebSocketResponse, name: str) -> None:

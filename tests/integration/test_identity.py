@@ -52,8 +52,8 @@ def call(method, path, body, bearer, agent=None):
 
 
 async def register(bearer):
-    from cspd.client import GatewayClient
-    from cspd.errors import CspError
+    from csp_core.client import GatewayClient
+    from csp_core.errors import CspError
     async with GatewayClient(os.path.join(RUN, "gateway.sock"), token=bearer) as client:
         try:
             ws = await client.stream(agent="victim2")
@@ -165,8 +165,8 @@ def test_a_process_in_an_agents_pane_cannot_pass_for_another_agent(
 
 REGISTER = r'''
 import asyncio, sys
-from cspd.client import GatewayClient
-from cspd.errors import CspError
+from csp_core.client import GatewayClient
+from csp_core.errors import CspError
 
 
 async def main():

@@ -12,9 +12,9 @@ import asyncio
 import signal
 import sys
 
+from csp_core.errors import CspError
 from csp_sidecar.dbus_service import AgentBusService
 
-from cspd.errors import CspError
 from tests.fake_agent import FakeControl
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-
-from cspd.app import Gateway, create_app, open_gateway
-from cspd.auth import ensure_token
-from cspd.config import GatewayConfig
+from csp_core.auth import ensure_token
+from csp_core.config import GatewayConfig
+from cspd.app import create_app
+from cspd.gateway import Gateway, open_gateway
 
 # generous limits so tests never trip the rate limiter by accident
 TEST_CONFIG = GatewayConfig(rate_per_second=1e6, rate_burst=1_000_000)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from csp_core import auth
+from csp_core.auth import TokenChecker, check_origin, ensure_token, own_origins, rotate_token
+from csp_core.errors import ConfigError, Forbidden, Unauthorized
 
-from cspd import auth
-from cspd.auth import TokenChecker, check_origin, ensure_token, own_origins, rotate_token
-from cspd.errors import ConfigError, Forbidden, Unauthorized
 from tests.unit.conftest import Api
 
 
@@ -30,7 +30,7 @@ def test_ensure_token_creates_private_file(tmp_path: Path) -> None:
 def test_ensure_token_race_never_sees_a_half_written_file(tmp_path: Path) -> None:
     # many processes start at once (gateway + clients): all must agree on one token
     path = tmp_path / "csp" / "token"
-    code = ("import sys; from pathlib import Path; from cspd.auth import ensure_token;"
+    code = ("import sys; from pathlib import Path; from csp_core.auth import ensure_token;"
             "print(ensure_token(Path(sys.argv[1])))")
     for _ in range(3):
         if path.exists():
@@ -64,7 +64,7 @@ def test_checker_uses_constant_time_compare(tmp_path: Path,
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(hmac, "compare_digest", spy)  # the module cspd.auth calls
+    monkeypatch.setattr(hmac, "compare_digest", spy)  # the module csp_core.auth calls
     checker = TokenChecker(path)
     checker.check(f"Bearer {token}")
     with pytest.raises(Unauthorized):

@@ -12,10 +12,9 @@ import pyte
 import pytest
 from csp_cli.chat import CommandLine, SendLine, parse_line, render_message, render_notice
 from csp_cli.chatterm import Key, KeyDecoder, LineEditor, Screen, text_width, wrap
+from csp_core.protocol import Message
 from hypothesis import given
 from hypothesis import strategies as st
-
-from cspd.protocol import Message
 
 
 @pytest.mark.parametrize(("line", "parsed"), [

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-
-from cspd.auth import rotate_token
-from cspd.client import GatewayClient
-from cspd.endpoint import AGENT_TOKEN_ENV
-from cspd.errors import Unauthorized
+from csp_core.auth import rotate_token
+from csp_core.client import GatewayClient
+from csp_core.endpoint import AGENT_TOKEN_ENV
+from csp_core.errors import Unauthorized
 
 
 class Server:

@@ -6,9 +6,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from cspd.config import GatewayConfig, gateway_config, load_document, save_document
-from cspd.errors import ConfigError
+from csp_core.config import GatewayConfig, gateway_config, load_document, save_document
+from csp_core.errors import ConfigError
 
 
 def test_defaults_when_missing(tmp_path: Path) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from cspd.config import (
+from csp_core.config import (
     PENDING_MAX_AGE_LIMIT,
     PENDING_MAX_COUNT_LIMIT,
     GatewayConfig,
     gateway_config,
 )
-from cspd.errors import ConfigError
+from csp_core.errors import ConfigError
 from cspd.hub import MAX_QUEUE
 
 

@@ -1,6 +1,6 @@
 """The gateway's HTTP edge (issue #10): budgets, deadlines, JSON for every error.
 
-The real app behind the real listeners (:func:`cspd.app.start_http`), in-process
+The real app behind the real listeners (:func:`cspd.edge.start_http`), in-process
 on a unix socket and 127.0.0.1:0, with deadlines shortened where a test waits for
 one.  Raw sockets throughout: the point is what aiohttp's parser and the accept
 loop answer, which a well-behaved HTTP client would never provoke.
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
+from csp_core.errors import Busy, HeadersTooLarge, RequestTimeout, from_json
 from cspd.activation import (
     REFUSED_LINGERING,
     RESERVED_FDS,
@@ -29,8 +29,8 @@ from cspd.activation import (
     ConnectionCaps,
     connection_caps,
 )
-from cspd.app import HttpLimits
-from cspd.errors import Busy, HeadersTooLarge, RequestTimeout, from_json
+from cspd.gateway import HttpLimits
+
 from tests.httpedge import EdgeGateway, assert_json_error, parse_reply, read_until_closed
 from tests.polling import async_wait_for
 

@@ -19,13 +19,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-
-from cspd import auth
+from csp_core import auth
+from csp_core.endpoint import AGENT_TOKEN_ENV
+from csp_core.errors import Conflict, Forbidden, Unauthorized
 from cspd.app import create_app
-from cspd.endpoint import AGENT_TOKEN_ENV
-from cspd.errors import Conflict, Forbidden, Unauthorized
 from cspd.hub import Hub, Subscriber
-from cspd.identity import AgentTree, Caller, Proc, ProcInfo, ancestry, read_proc
+from cspd.identity import Caller
+from cspd.proctree import AgentTree, Proc, ProcInfo, ancestry, read_proc
+
 from tests.polling import async_wait_for
 from tests.unit.conftest import Api
 

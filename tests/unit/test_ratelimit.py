@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from cspd.errors import RateLimited
+from csp_core.errors import RateLimited
 from cspd.ratelimit import RateLimiter
 
 

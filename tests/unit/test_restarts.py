@@ -1,4 +1,4 @@
-"""Crash-loop pacing (cspd/restarts.py): the record, the waits, and what systemd is told."""
+"""Crash-loop pacing (cspd/cspd/restarts.py, csp_core/startrecord.py): the record, the waits, and what systemd is told."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import socket
 from pathlib import Path
 
 import pytest
-
-from cspd import restarts
+from csp_core import startrecord
+from csp_core.startrecord import HEALTHY, StartRecord
 from cspd.notify import Notifier
-from cspd.restarts import HEALTHY, MAX_DELAY, Pacer, StartRecord, delay_for
+from cspd.restarts import MAX_DELAY, Pacer, delay_for
+
 from tests.unit.conftest import datagrams
 
 
@@ -74,14 +75,14 @@ def test_a_crash_loop_waits_and_says_why(tmp_path: Path, notify_socket: socket.s
     assert sent[1] == ("STATUS=crash loop: 3 unclean ends in a row (last run: config.toml: "
                        "gateway.x must be int); waiting 0.5 s before starting again")
     assert sent[2] == "STATUS=starting"
-    assert restarts.streak(path) == (4, "config.toml: gateway.x must be int")
+    assert startrecord.streak(path) == (4, "config.toml: gateway.x must be int")
 
     Pacer(Notifier(), path).start()
     assert waits == [0.5, 1.0]
 
     # a clean stop forgets the streak
     Pacer(Notifier(), path).clean()
-    assert restarts.streak(path) is None
+    assert startrecord.streak(path) is None
     assert Pacer(Notifier(), path).start()
     assert waits == [0.5, 1.0]
 

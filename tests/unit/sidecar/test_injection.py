@@ -8,6 +8,8 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from csp_core.protocol import Message
+from csp_core.sanitize import DEFAULT_TAG_FORMAT, is_blank, is_sender_tag, visible_text
 from csp_sidecar.injection import (
     GUARD,
     PASTE_END,
@@ -22,9 +24,6 @@ from csp_sidecar.injection import (
 from csp_sidecar.profiles import Profile, load_profile, shipped_names
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from cspd.protocol import Message
-from cspd.sanitize import DEFAULT_TAG_FORMAT, is_blank, is_sender_tag, visible_text
 
 C0 = [chr(c) for c in range(0x20) if chr(c) not in "\n\t\r"]
 C1 = [chr(c) for c in range(0x80, 0xA0) if c != 0x85]  # NEL is a line break

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from csp_core.errors import ConfigError
 from csp_sidecar.profiles import load_profile, profile_for_command, shipped_names
-
-from cspd.errors import ConfigError
 
 SHIPPED = ["aider", "claude", "codex", "gemini", "generic", "shell"]
 

@@ -26,12 +26,12 @@ import weakref
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from csp_core.errors import BadRequest, StorageUnavailable
+from csp_core.protocol import API, Message, check_name
 
 from . import identity
-from .app import Gateway, gateway_of
-from .errors import BadRequest, StorageUnavailable
+from .gateway import Gateway, gateway_of
 from .hub import MAX_QUEUE, Subscriber
-from .protocol import API, Message, check_name
 from .store import within_bounds
 
 log = logging.getLogger("cspd.stream")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .errors import RateLimited
+from csp_core.errors import RateLimited
 
 
 class RateLimiter:

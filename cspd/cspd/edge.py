@@ -1,16 +1,10 @@
-"""The aiohttp application: shared state, middlewares, routes, and the HTTP edge.
+"""The HTTP edge below the application: what a connection may cost.
 
-State lives in one :class:`Gateway` object under a typed app key.  Errors are
-caught at this edge: a :class:`~cspd.errors.CspError` becomes its status code
-with a JSON body, aiohttp's own HTTP errors get JSON bodies too, and anything
-unexpected is logged and answered with a 500 instead of killing the daemon.
-
-Below the application, :class:`GuardedSite` and :class:`GuardedHandler` bound
-what a connection may cost (issue #10): each listener accepts its own
-connections and counts them against its own budget (the owner's unix socket
-apart from the TCP port, which other local users can reach), a request's head
-must arrive within a deadline, a peer that stops reading is cut off, and even
-the errors aiohttp's parser answers by itself carry the JSON error body.
+:class:`GuardedSite` and :class:`GuardedHandler` bound it (issue #10): each listener
+accepts its own connections and counts them against its own budget (the owner's unix
+socket apart from the TCP port, which other local users can reach), a request's head
+must arrive within a deadline, a peer that stops reading is cut off, and even the
+errors aiohttp's parser answers by itself carry the JSON error body.
 """
 
 from __future__ import annotations
@@ -21,10 +15,8 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -32,247 +24,14 @@ from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
+from csp_core.errors import BadRequest, Busy, CspError, HeadersTooLarge, RequestTimeout
 
 from .activation import REFUSED_LINGERING, ConnectionCaps, Listener
-from .auth import TokenChecker, check_origin, own_origins
-from .config import GatewayConfig
-from .errors import BadRequest, Busy, CspError, HeadersTooLarge, RequestTimeout
-from .hub import Hub
-from .identity import speaker
-from .notify import Notifier
-from .ratelimit import RateLimiter
-from .router import Router
-from .store import Store
+from .gateway import GATEWAY, HttpLimits
+from .httperrors import as_json_error, brief, code_for, describe, json_error
 
 log = logging.getLogger("cspd")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    """Time bounds on one connection, so that no local client can hold the gateway's
-    file descriptors by sending (or reading) slowly."""
-
-    # connect -> the first request's head complete; a half-sent head is answered 408
-    head_timeout: float = 10.0
-    # an authenticated request's body, read before the handler runs
-    body_timeout: float = 30.0
-    # idle between requests; above aiohttp's client-side 15 s so a client never
-    # reuses a connection the gateway is closing at that very moment
-    keepalive_timeout: float = 75.0
-    # a peer that reads nothing while the gateway has a full send buffer for it
-    # (a WebSocket watcher that stopped reading) is disconnected after this long
-    stall_timeout: float = 30.0
-    # how long an unread body is drained after the answer, before closing
-    lingering_time: float = 2.0
-
-
-@dataclass
-class Gateway:
-    config: GatewayConfig
-    store: Store
-    hub: Hub
-    router: Router
-    tokens: TokenChecker
-    limiter: RateLimiter
-    notifier: Notifier = field(default_factory=Notifier)
-    origins: set[str] = field(default_factory=set)
-    started: float = field(default_factory=time.monotonic)
-    # presence.py sets this while it watches the session bus; joined/left then come from it
-    bus_presence: bool = False
-    bus_agents: set[str] = field(default_factory=set)  # names owned on the session bus
-    http: HttpLimits = field(default_factory=HttpLimits)
-
-    def status_text(self) -> str:
-        online = len(set(self.hub.agents) | self.bus_agents)
-        agents = "agent" if online == 1 else "agents"
-        presence = ("" if self.bus_presence
-                    else "; no session bus: presence falls back to connections")
-        return (f"{online} {agents} online, {self.store.last_id} messages, "
-                f"{len(self.hub.watchers)} watching{presence}")
-
-    def update_status(self) -> None:
-        self.notifier.status(self.status_text())
-
-
-GATEWAY = web.AppKey("gateway", Gateway)
-
-
-def gateway_of(request: web.Request) -> Gateway:
-    return request.app[GATEWAY]
-
-
-def identity(request: web.Request) -> str:
-    """Who the request speaks as: the connection decides (:mod:`cspd.identity`)."""
-    return speaker(request, gateway_of(request))
-
-
-def json_error(status: int, code: str, message: str, **extra: object) -> web.Response:
-    body: dict[str, object] = {"error": code, "message": message, **extra}
-    return web.json_response(body, status=status)
-
-
-# the `error` code of a status that no CspError raised (aiohttp's own HTTP errors)
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 408: "request_timeout", 413: "too_large",
-          417: "expectation_failed", 429: "rate_limited", 431: "headers_too_large"}
-
-
-def code_for(status: int) -> str:
-    return _CODES.get(status, "internal" if status >= 500 else "http_error")
-
-
-def _close_after(status: int) -> bool:
-    """Refused and timed-out requests end their connection: a client without the token
-    must not keep a connection open (and its file descriptor) by sending another."""
-    return status in (401, 403, 408)
-
-
-def brief(text: str, limit: int = 160) -> str:
-    """The first line of a parser's message, printable and short: it may quote
-    what the client sent, and that is not worth echoing 10 KB of."""
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    line = line.rstrip(":").encode("ascii", "backslashreplace").decode("ascii")
-    line = "".join(c if c.isprintable() else "?" for c in line)
-    return line if len(line) <= limit else line[:limit] + "..."
-
-
-def describe(exc: BaseException) -> str:
-    """An aiohttp parser error's own words (``str()`` of one starts "400, message:")."""
-    message = getattr(exc, "message", None)
-    if not isinstance(message, str) or not message:
-        message = str(exc) or exc.__class__.__name__
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, RequestPayloadError) and cause is not None:
-        message = f"{message}: {describe(cause)}"
-    return brief(message)
-
-
-def as_json_error(resp: Any) -> Any:
-    """An error answer that is not JSON yet, as the documented JSON error; anything
-    else unchanged.  For handlers' bare errors (``web.Response(status=405)``) and for
-    aiohttp's own answers outside the middlewares (a 417 for a bad ``Expect``)."""
-    if not (isinstance(resp, web.Response) and resp.status >= 400 and not resp.prepared
-            and resp.content_type != "application/json"):
-        return resp
-    try:
-        text = resp.text if resp.body else None
-    except (UnicodeDecodeError, LookupError):
-        text = None
-    json_resp = json_error(resp.status, code_for(resp.status),
-                           brief(text or resp.reason or HTTPStatus(resp.status).phrase))
-    for name in ("Allow", "Retry-After"):
-        if name in resp.headers:
-            json_resp.headers[name] = resp.headers[name]
-    if resp.keep_alive is False or _close_after(resp.status):
-        json_resp.force_close()
-    return json_resp
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return as_json_error(await handler(request))  # type: ignore[no-any-return]
-    except CspError as exc:
-        resp = web.json_response(exc.to_json(), status=exc.status)
-        if _close_after(exc.status):
-            resp.force_close()
-        return resp
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = exc.reason
-        if exc.status == 413:  # a body past client_max_size never reaches the handler
-            message = (f"message too large; the limit is "
-                       f"{gateway_of(request).config.max_message_bytes} bytes")
-        resp = json_error(exc.status, code_for(exc.status), message)
-        for name in ("Allow", "Retry-After"):
-            if name in exc.headers:
-                resp.headers[name] = exc.headers[name]
-        return resp
-    except (HttpProcessingError, RequestPayloadError) as exc:  # a broken body, read late
-        return json_error(400, "bad_request", f"malformed request body: {describe(exc)}")
-    except ConnectionError:
-        raise  # the client went away: nobody to answer
-    except Exception:
-        log.exception("unexpected error handling %s %s", request.method, request.path)
-        return json_error(500, "internal", "internal error; see `cspctl gateway logs`")
-
-
-@web.middleware
-async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    gw = gateway_of(request)
-    check_origin(request.headers.get("Origin"), gw.origins)
-    gw.tokens.check(request.headers.get("Authorization"))
-    return await handler(request)
-
-
-@web.middleware
-async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bound the time an authenticated request's body may take to arrive.
-
-    A client that sends its body slowly (or never) would otherwise hold the
-    connection and the handler waiting on it; past the deadline the handler's
-    read fails with :class:`RequestTimeout` (a 408, and the connection closes).
-    The body itself is left unread here, for the handler to read as it likes.
-    """
-    if not request.body_exists:
-        return await handler(request)
-    limit = gateway_of(request).http.body_timeout
-    content = request.content
-
-    def expire() -> None:
-        if not content.is_eof():  # is_eof: the whole body has arrived, read or not
-            content.set_exception(RequestTimeout(
-                f"the request body did not arrive within {limit:g}s"))
-
-    timer = asyncio.get_running_loop().call_later(limit, expire)
-    try:
-        return await handler(request)
-    finally:
-        timer.cancel()
-
-
-async def read_json(request: web.Request) -> dict[str, object]:
-    if not request.can_read_body:
-        raise BadRequest("request body required (JSON object)")
-    try:
-        data = await request.json()
-    except (ValueError, LookupError, RecursionError) as exc:  # unknown charset, deep nesting
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
-    return data
-
-
-def create_app(gw: Gateway, tcp_port: int | None = None) -> web.Application:
-    from . import api, mcp, presence, stream
-
-    gw.origins = own_origins(tcp_port or gw.config.tcp_port)
-    app = web.Application(
-        middlewares=[errors_middleware, security_middleware, body_middleware],
-        client_max_size=max(1024 * 1024, gw.config.max_message_bytes * 4),
-    )
-    app[GATEWAY] = gw
-    api.add_routes(app)
-    stream.add_routes(app)
-    mcp.add_routes(app)
-    presence.install(app)
-    return app
-
-
-def open_gateway(config: GatewayConfig, db_path: Path, token_path: Path) -> Gateway:
-    store = Store(db_path)
-    hub = Hub()
-    gw = Gateway(config=config, store=store, hub=hub, router=Router(store, hub, config),
-                 tokens=TokenChecker(token_path),
-                 limiter=RateLimiter(config.rate_per_second, config.rate_burst))
-    hub.on_change.append(gw.update_status)
-    return gw
-
-
-# -- the HTTP edge: connection budgets, deadlines, JSON for the parser's errors -----
 
 ACCEPT_BURST = 16  # connections accepted per wakeup of a listener, so listeners take turns
 ACCEPT_RETRY = 0.1  # after EMFILE and the like: try again this much later, never die

@@ -11,10 +11,11 @@ import secrets
 from typing import Any
 
 from aiohttp import web
+from csp_core import __version__
+from csp_core.errors import CspError
 
-from . import __version__
-from .app import gateway_of, identity
-from .errors import CspError
+from .gateway import gateway_of
+from .identity import speaker_of
 from .router import Post
 
 PROTOCOL_VERSION = "2025-06-18"
@@ -71,7 +72,7 @@ def _text(payload: Any, is_error: bool = False) -> dict[str, Any]:
 
 async def _call_tool(request: web.Request, name: str, args: dict[str, Any]) -> dict[str, Any]:
     gw = gateway_of(request)
-    sender = identity(request)
+    sender = speaker_of(request)
     if name == "post_message":
         to = args.get("to") or ["@all"]
         content = args.get("content")

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import GatewayConfig
-from .errors import BadRequest, NotFound, PayloadTooLarge, UnknownRecipient
+from csp_core.config import GatewayConfig
+from csp_core.errors import BadRequest, NotFound, PayloadTooLarge, UnknownRecipient
+from csp_core.protocol import HUMAN, Message, mentions, parse_targets
+from csp_core.sanitize import is_blank
+
 from .hub import Hub
-from .protocol import HUMAN, Message, mentions, parse_targets
-from .sanitize import is_blank
 from .store import Draft, Store
 
 CLIENT_KINDS = ("chat", "output")

@@ -15,12 +15,15 @@ import signal
 import sys
 
 import click
+from csp_core import __version__, paths
+from csp_core.auth import ensure_token
+from csp_core.config import gateway_config
+from csp_core.errors import CspError
 
-from . import __version__, activation, paths, restarts
-from .app import Gateway, create_app, open_gateway, start_http
-from .auth import ensure_token
-from .config import gateway_config
-from .errors import CspError
+from . import activation, restarts
+from .app import create_app
+from .edge import start_http
+from .gateway import Gateway, open_gateway
 from .notify import Notifier
 
 log = logging.getLogger("cspd")

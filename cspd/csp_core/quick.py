@@ -2,7 +2,7 @@
 
 It uses only the standard library, so a command that makes one request starts
 in a fraction of the time aiohttp's import takes.  Errors are the same
-:class:`~cspd.errors.CspError` classes the async client raises.
+:class:`~csp_core.errors.CspError` classes the async client raises.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 It speaks to ``$CSP_GATEWAY`` (a socket path or an ``http://127.0.0.1:PORT``
 URL) or to ``$XDG_RUNTIME_DIR/csp/gateway.sock``, with the token from the
-runtime dir, and turns every failure into a :class:`~cspd.errors.CspError`.
+runtime dir, and turns every failure into a :class:`~csp_core.errors.CspError`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ sends: the sidecar that registered the agent, everything it started, and
 everything still in the agent CLI's session (a job sent to the background and
 orphaned stays in it).  On TCP the kernel cannot tell; there the bearer decides:
 an agent's credential (issued to its sidecar at registration, see
-:mod:`cspd.auth`) is that agent, the owner's token is the owner.
+:mod:`csp_core.auth`) is that agent, the owner's token is the owner.
 
 The owner -- every process outside all agents -- speaks as ``human`` or, for a
 script, as a name of its choosing that is not an online agent's.  A claim
@@ -26,109 +26,19 @@ import contextlib
 import socket
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from csp_core.errors import Forbidden
+from csp_core.protocol import HUMAN, IDENTITY_HEADER, check_name
 
-from .errors import Forbidden
-from .protocol import HUMAN, IDENTITY_HEADER, check_name
+from .gateway import Gateway, gateway_of
+from .proctree import PROC, AgentTree, ProcInfo, ancestry
 
 if TYPE_CHECKING:
-    from .app import Gateway
     from .hub import Subscriber
-
-PROC = Path("/proc")
-MAX_DEPTH = 64  # ancestors walked at most: process trees are shallow, loops impossible
-_PEERCRED = struct.Struct("3i")
-
-
-@dataclass(frozen=True)
-class Proc:
-    """A process, told apart from a later one that reuses its pid by its start time."""
-
-    pid: int
-    start: int  # clock ticks after boot (field 22 of /proc/PID/stat)
-
-
-@dataclass(frozen=True)
-class ProcInfo:
-    proc: Proc
-    ppid: int
-    session: int
-
-
-def read_proc(pid: int, proc_root: Path = PROC) -> ProcInfo | None:
-    """A process's parent, session and start time; None once it is gone."""
-    try:
-        raw = (proc_root / str(pid) / "stat").read_text()
-    except (OSError, ValueError):
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    fields = raw[raw.rfind(")") + 2:].split()
-    try:
-        return ProcInfo(Proc(pid, int(fields[19])), ppid=int(fields[1]),
-                        session=int(fields[3]))
-    except (IndexError, ValueError):
-        return None
-
-
-def ancestry(pid: int, proc_root: Path = PROC) -> list[ProcInfo]:
-    """The process and its ancestors, nearest first (empty if it is gone)."""
-    chain: list[ProcInfo] = []
-    while pid > 0 and len(chain) < MAX_DEPTH:
-        info = read_proc(pid, proc_root)
-        if info is None:
-            break
-        chain.append(info)
-        pid = info.ppid
-    return chain
-
-
-@dataclass
-class AgentTree:
-    """The processes that are one agent, fixed when it registers.
-
-    ``sidecar`` is the process that registered (over the unix socket): it and
-    its descendants are the agent.  ``session`` is the agent CLI's session, once
-    the sidecar names the CLI's pid and that pid is found under the sidecar:
-    processes that left the tree but not the session are the agent too.
-    """
-
-    sidecar: Proc | None = None
-    session: Proc | None = None
-    _tried: int | None = field(default=None, repr=False)  # the last pid checked
-
-    def holds(self, chain: Sequence[ProcInfo], proc_root: Path = PROC) -> bool:
-        if not chain:
-            return False
-        if self.sidecar is not None and any(p.proc == self.sidecar for p in chain):
-            return True
-        return self.session is not None and chain[0].session == self.session.pid and (
-            self._session_is_ours(proc_root))
-
-    def _session_is_ours(self, proc_root: Path) -> bool:
-        # the kernel never hands out a pid still used as a session id; the leader
-        # itself may have exited, but if that pid runs again it must be the leader
-        assert self.session is not None
-        leader = read_proc(self.session.pid, proc_root)
-        return leader is None or leader.proc == self.session
-
-    def adopt_session(self, pid: int, proc_root: Path = PROC) -> bool:
-        """Take the agent CLI's session as the agent's, if ``pid`` leads a session
-        under the sidecar (a claim about any other process is ignored)."""
-        if self.sidecar is None or pid == self._tried:
-            return False
-        self._tried = pid
-        chain = ancestry(pid, proc_root)
-        if not chain or chain[0].session != pid:
-            return False
-        if not any(p.proc == self.sidecar for p in chain[1:]):
-            return False
-        self.session = chain[0].proc
-        return True
-
 
 @dataclass(frozen=True)
 class Caller:
@@ -164,6 +74,9 @@ class Caller:
         if self.how == "process":
             return f"this process belongs to agent {self.agent!r}"
         return f"this is agent {self.agent!r}'s credential"
+
+
+_PEERCRED = struct.Struct("3i")
 
 
 def peer_pid(request: web.Request) -> int | None:
@@ -248,3 +161,8 @@ def registration(request: web.Request, gw: Gateway, name: str) -> AgentTree:
     if who.agent is not None and who.agent != name:
         raise Forbidden(f"{who.describe()}; it cannot register {name!r}", agent=who.agent)
     return AgentTree(sidecar=who.chain[0].proc if who.chain else None)
+
+
+def speaker_of(request: web.Request) -> str:
+    """Who ``request`` speaks as: the route handlers' one call (see :func:`speaker`)."""
+    return speaker(request, gateway_of(request))

@@ -6,12 +6,13 @@ import time
 from typing import Any
 
 from aiohttp import web
+from csp_core import __version__
+from csp_core.errors import BadRequest, Conflict, Forbidden, NotFound
+from csp_core.protocol import API, HUMAN, check_name
 
-from . import __version__, presence
-from .app import Gateway, gateway_of, identity, read_json
-from .errors import BadRequest, Conflict, Forbidden, NotFound
-from .identity import caller, owner
-from .protocol import API, HUMAN, check_name
+from . import presence
+from .gateway import Gateway, gateway_of, read_json
+from .identity import caller, owner, speaker_of
 from .router import Post
 
 
@@ -51,7 +52,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def post_message(request: web.Request) -> web.Response:
     gw = gateway_of(request)
-    sender = identity(request)
+    sender = speaker_of(request)
     data = await read_json(request)
     to = data.get("to", [])
     if isinstance(to, str):
@@ -152,7 +153,7 @@ async def control_agent(request: web.Request) -> web.Response:
 async def ack(request: web.Request) -> web.Response:
     """A receiver acknowledges delivered messages: only its own pending ones go."""
     gw = gateway_of(request)
-    who = identity(request)  # an agent's process is that agent, whatever it claims
+    who = speaker_of(request)  # an agent's process is that agent, whatever it claims
     data = await read_json(request)
     ids = data.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, int) and i >= 0 for i in ids):
@@ -180,7 +181,7 @@ async def create_room(request: web.Request) -> web.Response:
     name = check_name(_str_field(data, "name") or "", "room name")
     existed = await gw.store.room(name) is not None
     await gw.store.ensure_room(name)
-    await gw.store.join(name, identity(request))
+    await gw.store.join(name, speaker_of(request))
     return web.json_response({"name": name, "created": not existed},
                              status=200 if existed else 201)
 
@@ -197,7 +198,7 @@ def _member_name(request: web.Request, data: dict[str, Any]) -> str:
     """Whose membership changes: the speaker's own, or anyone's for the owner (an
     agent that could make another leave its room could silence it)."""
     gw = gateway_of(request)
-    me = identity(request)
+    me = speaker_of(request)
     name = _str_field(data, "name") or me
     who = caller(request, gw)
     if name != me and not who.is_owner:

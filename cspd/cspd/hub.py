@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Conflict
-from .identity import AgentTree
-from .protocol import Message
+from csp_core.errors import Conflict
+from csp_core.protocol import Message
+
+from .proctree import AgentTree
 
 MAX_QUEUE = 10_000
 

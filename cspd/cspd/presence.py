@@ -38,12 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from dbus_fast import Message, MessageType
-from dbus_fast.aio import MessageBus
-
-from . import sessionbus
-from .app import GATEWAY, Gateway
-from .busnames import (
+from csp_core import sessionbus
+from csp_core.busnames import (
     INTERFACE,
     PRESENCE_MATCH,
     PROPERTIES_MATCH,
@@ -51,8 +47,12 @@ from .busnames import (
     guess_agent,
     is_agent_bus_name,
 )
-from .errors import CspError
-from .sessionbus import BusUnavailable
+from csp_core.errors import CspError
+from csp_core.sessionbus import BusUnavailable
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
+from .gateway import GATEWAY, Gateway
 
 log = logging.getLogger("cspd.presence")
 

@@ -36,8 +36,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import StorageUnavailable
-from .protocol import Message, now_iso
+from csp_core.errors import StorageUnavailable
+from csp_core.protocol import Message, now_iso
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from csp_core.errors import ConfigError
 
 SD_LISTEN_FDS_START = 3
 
