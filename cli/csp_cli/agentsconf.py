@@ -16,22 +16,25 @@
     room = "main"            # optional
     env = { FOO = "bar" }    # optional
 
-The file is read with tomllib and written with tomli-w (through csp_core.config),
-so comments do not survive ``cspctl agents add/remove``.  Errors name the file,
-the line and the key, because a person has to go and fix them by hand.
+The file is read with tomllib; ``cspctl agents add/remove`` change only the lines
+of the one entry (:mod:`.tomledit`), so comments and layout survive.  Errors name
+the file, the line and the key, because a person has to go and fix them by hand.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from csp_core import paths
-from csp_core.config import load_document, save_document
+from csp_core.config import load_document, save_text
 from csp_core.errors import BadRequest, ConfigError, Conflict, NotFound
 from csp_core.protocol import check_name
+
+from . import tomledit
 
 AGENT_KEYS = ("name", "command", "profile", "cwd", "env", "room")
 
@@ -222,29 +225,55 @@ def _layout(doc: dict[str, Any], where: _Where) -> LayoutConfig:
 # -- writing --------------------------------------------------------------------
 
 def add_agent(spec: AgentSpec, path: Path | None = None, replace: bool = False) -> Path:
-    """Append (or with ``replace`` overwrite) an agent; the file is checked first."""
+    """Append (or with ``replace`` overwrite in place) an agent; the file is checked
+    first, and everything else in it stays as written (:mod:`.tomledit`)."""
     path = path or paths.config_path()
-    load(path)  # refuse to rewrite a file that is already broken
-    doc = load_document(path)
-    entries: list[dict[str, Any]] = list(doc.get("agents", []))
-    names = [e.get("name") for e in entries]
+    config = load(path)  # refuse to rewrite a file that is already broken
+    names = [a.name for a in config.agents]
+    text = _text(path)
     if spec.name in names:
         if not replace:
             raise Conflict(f"agent {spec.name!r} is already in {path}; "
                            "use --replace to overwrite it")
-        entries[names.index(spec.name)] = spec.to_toml()
+        at = names.index(spec.name)
+        new = _edit(path, text, names, lambda: tomledit.replace_entry(
+            text, "agents", at, spec.to_toml()))
+        expected = [*names[:at], spec.name, *names[at + 1:]]
     else:
-        entries.append(spec.to_toml())
-    doc["agents"] = entries
-    return save_document(doc, path)
+        new = tomledit.append_entry(text, "agents", spec.to_toml())
+        expected = [*names, spec.name]
+    tomledit.checked(path, new, lambda doc: _names(doc) == expected)
+    return save_text(new, path)
 
 
 def remove_agent(name: str, path: Path | None = None) -> Path:
     path = path or paths.config_path()
     config = load(path)
     config.get(name)
-    doc = load_document(path)
-    doc["agents"] = [e for e in doc.get("agents", []) if e.get("name") != name]
-    if not doc["agents"]:
-        del doc["agents"]
-    return save_document(doc, path)
+    names = [a.name for a in config.agents]
+    text = _text(path)
+    at = names.index(name)
+    new = _edit(path, text, names, lambda: tomledit.remove_entry(text, "agents", at))
+    tomledit.checked(path, new, lambda doc: _names(doc) == names[:at] + names[at + 1:])
+    return save_text(new, path)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+
+
+def _edit(path: Path, text: str, names: list[str], change: Callable[[], str]) -> str:
+    """``change()`` when every agent is a ``[[agents]]`` block tomledit can find."""
+    if len(tomledit.entry_spans(text, "agents")) != len(names):
+        raise ConfigError(f"{path}: the agents are not all written as [[agents]] tables; "
+                          "please edit the file by hand")
+    return change()
+
+
+def _names(doc: dict[str, Any]) -> list[str]:
+    return [str(e.get("name")) for e in doc.get("agents", []) if isinstance(e, dict)]

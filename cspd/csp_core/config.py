@@ -12,8 +12,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from . import paths
 from .errors import BadRequest, ConfigError
 from .protocol import check_name
@@ -57,13 +55,13 @@ def load_document(path: Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: {exc.strerror}") from None
 
 
-def save_document(doc: dict[str, Any], path: Path | None = None) -> Path:
-    """Write the config atomically (temp file, then rename)."""
+def save_text(text: str, path: Path | None = None) -> Path:
+    """Write the config atomically (temp file, then rename), as the caller edited it."""
     path = path or paths.config_path()
     paths.ensure_private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        tomli_w.dump(doc, fh)
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -6,7 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from csp_core.config import GatewayConfig, gateway_config, load_document, save_document
+from csp_core.config import GatewayConfig, gateway_config, load_document, save_text
 from csp_core.errors import ConfigError
 
 
@@ -18,8 +18,8 @@ def test_defaults_when_missing(tmp_path: Path) -> None:
 
 def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "csp" / "config.toml"
-    save_document({"gateway": {"hop_limit": 3, "rate_per_second": 5},
-                   "sidecar": {"other": "kept"}}, path)
+    save_text('[gateway]\nhop_limit = 3\nrate_per_second = 5\n\n[sidecar]\nother = "kept"\n',
+              path)
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     cfg = gateway_config(path=path)
     assert cfg.hop_limit == 3 and cfg.rate_per_second == 5.0
