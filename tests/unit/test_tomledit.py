@@ -6,7 +6,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from csp_cli import agentsconf, tomledit
 from csp_cli.agentsconf import AgentSpec
 from csp_core.errors import ConfigError
@@ -32,7 +31,8 @@ SHAPES = {
     "comment only": "# nothing yet\n",
     "no final newline": '[layout]\nmouse = false',
     "agents last, no blank": '[[agents]]\nname = "a"\ncommand = ["a"]\n',
-    "agents then tables, tight": '[[agents]]\nname = "a"\ncommand = ["a"]\n[gateway]\nhop_limit = 3\n',
+    "agents then tables, tight":
+        '[[agents]]\nname = "a"\ncommand = ["a"]\n[gateway]\nhop_limit = 3\n',
     "trailing comment": '[[agents]]\nname = "a"\ncommand = ["a"]\n\n# end of file\n',
 }
 
