@@ -68,6 +68,8 @@ def sidecar_argv(spec: AgentSpec) -> list[str]:
         argv += ["--profile", spec.profile]
     if spec.room:
         argv += ["--room", spec.room]
+    for key, value in spec.env.items():  # the agent's alone: the sidecar keeps the user's HOME
+        argv += ["--env", f"{key}={value}"]
     return [*argv, "--", *spec.command]
 
 
@@ -132,7 +134,7 @@ class Workspace:
         t.run("select-pane", "-t", chat)
 
     def _split_agent(self, spec: AgentSpec, chat: str) -> str:
-        pane = self.tmux.split(chat, self.agent_argv(spec), env={**pane_env(), **spec.env},
+        pane = self.tmux.split(chat, self.agent_argv(spec), env=pane_env(),
                                cwd=spec.resolved_cwd())
         self._mark(pane, spec)
         return pane
@@ -181,7 +183,7 @@ class Workspace:
             if not pane.dead:
                 raise Conflict(f"agent {spec.name!r} is already running in pane {pane.id}",
                                pane=pane.id)
-            self.tmux.respawn(pane.id, self.agent_argv(spec), env={**pane_env(), **spec.env},
+            self.tmux.respawn(pane.id, self.agent_argv(spec), env=pane_env(),
                               cwd=spec.resolved_cwd())
             self.tmux.set_title(pane.id, f"{spec.name} · starting")
             return pane.id

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import click
 from csp_core import __version__, paths
-from csp_core.errors import CspError
+from csp_core.errors import BadRequest, CspError
 from csp_core.protocol import check_name
 
 from .command import locate
@@ -95,12 +95,17 @@ Exits with the agent's exit status.
 @click.option("--gateway", "gateway", metavar="ADDR",
               help="Gateway socket path or http://127.0.0.1:PORT (default: $CSP_GATEWAY "
                    "or the user's socket).")
+@click.option("--env", "-e", "env_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Set a variable in the agent CLI's environment only (repeatable); "
+                   "it wins over the profile's env and env_unset.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug detail in the sidecar's log file.")
 @click.version_option(__version__, prog_name="csp-sidecar")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def cli(name: str, profile_name: str | None, room: str | None, cwd: str | None,
-        gateway: str | None, verbose: bool, command: tuple[str, ...]) -> None:
+        gateway: str | None, env_pairs: tuple[str, ...], verbose: bool,
+        command: tuple[str, ...]) -> None:
     try:
+        env = _parse_env(env_pairs)
         check_name(name)
         if room:
             check_name(room, "room name")
@@ -118,7 +123,8 @@ def cli(name: str, profile_name: str | None, room: str | None, cwd: str | None,
                    "message is typed into it until you name a profile (--profile NAME)",
                    err=True)
     options = Options(name=name, profile=profile, command=list(command), room=room, cwd=cwd,
-                      gateway=gateway, profile_known=bool(profile_name) or matched is not None)
+                      gateway=gateway, env=env,
+                      profile_known=bool(profile_name) or matched is not None)
     try:
         status = asyncio.run(_start(options))
     except NameTaken as exc:
@@ -133,6 +139,16 @@ def cli(name: str, profile_name: str | None, room: str | None, cwd: str | None,
         click.echo(f"csp-sidecar: cannot run {command[0]!r}: {why}", err=True)
         sys.exit(127)
     sys.exit(status)
+
+
+def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or "\0" in pair:
+            raise BadRequest(f"--env {pair!r}: use KEY=VALUE")
+        env[key] = value
+    return env
 
 
 def main() -> None:

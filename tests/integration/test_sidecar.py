@@ -200,6 +200,23 @@ def test_exit_status_and_environment(csp_env: CspEnv, gateway: GatewayProcess) -
     assert out.read_text().split() == ["envy", "lab", str(csp_env.socket)]
 
 
+def test_env_option_reaches_the_cli_alone(csp_env: CspEnv, gateway: GatewayProcess) -> None:
+    """``--env`` (what ``cspctl attach`` passes for an agent's ``env``) changes the CLI's
+    environment, not the sidecar's: its log stays in the user's state directory."""
+    out = csp_env.root / "env.txt"
+    home = csp_env.root / "throwaway-home"
+    home.mkdir()
+    r = csp_env.run(*SIDECAR, "--name", "homed", "--env", f"HOME={home}", "--env", "X=a=b",
+                    "--", "sh", "-c", f'echo "$HOME $X" > {out}')
+    assert r.returncode == 0, r.stderr
+    assert out.read_text().split() == [str(home), "a=b"]
+    assert not list(home.rglob("*.log"))
+    state = Path(csp_env.env["XDG_STATE_HOME"]) / "csp"
+    assert (state / "sidecar-homed.log").exists()
+    bad = csp_env.run(*SIDECAR, "--name", "homed", "--env", "NOEQUALS", "--", "true")
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_exit_status_of_a_signalled_child(csp_env: CspEnv, gateway: GatewayProcess) -> None:
     r = csp_env.run(*SIDECAR, "--name", "sig", "--", "sh", "-c", "kill -TERM $$")
     assert r.returncode == 128 + signal.SIGTERM

@@ -142,4 +142,9 @@ def test_sidecar_argv_and_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = AgentSpec("rev", ["codex", "--x"], profile="codex", room="dev")
     assert sidecar_argv(spec) == ["/opt/csp-sidecar", "-v", "--name", "rev", "--profile",
                                   "codex", "--room", "dev", "--", "codex", "--x"]
+    # the agent's env goes to the CLI alone, never the sidecar (whose HOME keeps its log
+    # in the user's state directory)
+    homed = AgentSpec("rev", ["codex"], env={"HOME": "/tmp/throwaway", "A": "b=c"})
+    assert sidecar_argv(homed)[-6:] == ["--env", "HOME=/tmp/throwaway", "--env", "A=b=c",
+                                        "--", "codex"]
     assert '"$@"' in WRAPPER and "restart it with" in WRAPPER

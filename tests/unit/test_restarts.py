@@ -1,4 +1,5 @@
-"""Crash-loop pacing (cspd/cspd/restarts.py, csp_core/startrecord.py): the record, the waits, and what systemd is told."""
+"""Crash-loop pacing (cspd/restarts.py, csp_core/startrecord.py): the record, the waits,
+and what systemd is told."""
 
 from __future__ import annotations
 
