@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from csp_core.errors import Conflict
+from csp_core.proctree import AgentTree
 from csp_core.protocol import Message
-
-from .proctree import AgentTree
 
 MAX_QUEUE = 10_000
 

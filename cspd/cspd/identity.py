@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from csp_core.errors import Forbidden
+from csp_core.proctree import PROC, AgentTree, ProcInfo, ancestry
 from csp_core.protocol import HUMAN, IDENTITY_HEADER, check_name
 
 from .gateway import Gateway, gateway_of
-from .proctree import PROC, AgentTree, ProcInfo, ancestry
 
 if TYPE_CHECKING:
     from .hub import Subscriber

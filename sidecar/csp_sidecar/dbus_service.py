@@ -9,7 +9,9 @@ Interface ``io.csp.Agent1`` (see docs/dbus.md):
   queued messages wait, "" when they do not), ``QueueLength`` u, ``LastActivity`` t
   (microseconds since the Unix epoch, the unit systemd uses for its timestamps;
   0 = never);
-* methods: ``Pause()``, ``Resume()``, ``Inject(s text)``, ``Interrupt()``.
+* methods: ``Pause()``, ``Resume()``, ``Inject(s text)``, ``Interrupt()``, for the person
+  and the agent itself; another agent's process gets ``AccessDenied``
+  (:mod:`.busguard`).
 
 The interface only talks to an :class:`~csp_sidecar.control.AgentControl`, so
 it can be exported over a stand-in in tests.  The object is exported *before*
@@ -44,6 +46,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32, DBusUInt64
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
+from .busguard import CallerGuard
 from .control import AgentControl
 
 log = logging.getLogger("csp_sidecar.dbus")
@@ -187,6 +190,7 @@ class AgentBusService:
     async def _claim(self, interface: AgentInterface) -> MessageBus:
         """A new connection that exports ``interface`` and owns our name."""
         bus = await sessionbus.connect(self.address)
+        bus.add_message_handler(CallerGuard(bus, interface, self.control.name).handle)
         bus.export(OBJECT_PATH, interface)
         try:
             reply = await asyncio.wait_for(

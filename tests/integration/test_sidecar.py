@@ -211,7 +211,7 @@ def test_env_option_reaches_the_cli_alone(csp_env: CspEnv, gateway: GatewayProce
     assert r.returncode == 0, r.stderr
     assert out.read_text().split() == [str(home), "a=b"]
     assert not list(home.rglob("*.log"))
-    state = Path(csp_env.env["XDG_STATE_HOME"]) / "csp"
+    state = csp_env.state
     assert (state / "sidecar-homed.log").exists()
     bad = csp_env.run(*SIDECAR, "--name", "homed", "--env", "NOEQUALS", "--", "true")
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr and "Traceback" not in bad.stderr

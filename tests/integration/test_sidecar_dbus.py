@@ -107,3 +107,38 @@ def test_sidecar_on_the_bus_from_start_to_sigkill(
 def _child_pid(sidecar_pid: int) -> int:
     children = Path(f"/proc/{sidecar_pid}/task/{sidecar_pid}/children").read_text().split()
     return int(children[0])
+
+
+def test_another_agent_may_not_call_an_agents_methods(
+        bus_env: CspEnv, bus: PrivateBus, bus_gateway: GatewayProcess,
+        tmux: TmuxServer) -> None:
+    """Every process of the user reaches the session bus; an agent's own processes
+    must still not pause, interrupt or type into another agent (AccessDenied), while
+    the person's cspctl and the agent itself may."""
+    pane = tmux.new_pane(sidecar_cmd("fa-1", *fake_cli(), profile="claude"))
+    pane.wait_text("fake agent ready")
+    wait_for(lambda: prop(bus, "State") == 's "ready"', what="fa-1 ready")
+    out = bus_env.root / "mallory.txt"
+    call = f"busctl --address={shlex.quote(bus.address)} call"
+    script = (f"{call} {DEST} /io/csp/Agent io.csp.Agent1 Inject s 'rm -rf ~' > {out} 2>&1;"
+              f" echo inject=$? >> {out};"
+              f" env -u CSP_AGENT {call} {DEST} /io/csp/Agent io.csp.Agent1 Pause >> {out} 2>&1;"
+              f" echo pause=$? >> {out};"
+              f" {call} io.csp.Agent.mallory /io/csp/Agent io.csp.Agent1 Pause >> {out} 2>&1;"
+              f" echo self=$? >> {out}; sleep 60")
+    tmux.new_pane(sidecar_cmd("mallory", "sh", "-c", script, profile="generic"))
+    text = wait_for(lambda: out.exists() and "self=" in out.read_text() and out.read_text(),
+                    what="mallory's calls")
+    assert "inject=1" in text and "pause=1" in text, text
+    assert text.count("Access denied") == 2, text  # busctl's words for AccessDenied
+    sidecar_log = (bus_env.state / "sidecar-fa-1.log").read_text()
+    assert "refused D-Bus Inject from agent 'mallory'" in sidecar_log
+    assert "refused D-Bus Pause from agent 'mallory'" in sidecar_log
+    assert "self=0" in text, text  # an agent may pause itself
+    assert prop(bus, "State") == 's "ready"'
+    assert prop(bus, "QueueLength") == "u 0"
+    log = Path(bus_env.env["FAKECLI_LOG"])
+    assert not any("rm -rf" in r for r in received(log))
+    # the person may
+    assert bus_env.cspctl("pause", "fa-1").returncode == 0
+    assert prop(bus, "State") == 's "paused"'

@@ -22,10 +22,10 @@ from aiohttp import web
 from csp_core import auth
 from csp_core.endpoint import AGENT_TOKEN_ENV
 from csp_core.errors import Conflict, Forbidden, Unauthorized
+from csp_core.proctree import AgentTree, Proc, ProcInfo, ancestry, read_proc
 from cspd.app import create_app
 from cspd.hub import Hub, Subscriber
 from cspd.identity import Caller
-from cspd.proctree import AgentTree, Proc, ProcInfo, ancestry, read_proc
 
 from tests.polling import async_wait_for
 from tests.unit.conftest import Api

@@ -1,8 +1,10 @@
-"""Processes as the kernel reports them: a process's ancestry from ``/proc``, and the
-set of processes that are one agent (:class:`AgentTree`).
+"""Processes as the kernel reports them: a process's ancestry from ``/proc``, the set of
+processes that are one agent (:class:`AgentTree`), and the agent a process works for
+(:func:`agent_of`).
 
-Below :mod:`cspd.identity` (who a request speaks as) and :mod:`cspd.hub` (which keeps
-each agent's tree), so that neither has to import the other for it.
+The gateway decides who a request speaks as from these (``cspd.identity``, and
+``cspd.hub`` keeps each agent's tree); a sidecar decides from them whether a D-Bus
+caller is another agent.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .endpoint import AGENT_ENV
 
 PROC = Path("/proc")
 MAX_DEPTH = 64  # ancestors walked at most: process trees are shallow, loops impossible
@@ -55,6 +59,26 @@ def ancestry(pid: int, proc_root: Path = PROC) -> list[ProcInfo]:
         chain.append(info)
         pid = info.ppid
     return chain
+
+
+AGENT_VARIABLE = f"{AGENT_ENV}=".encode()  # what a sidecar puts in its agent's environment
+
+
+def agent_of(pid: int, proc_root: Path = PROC) -> str | None:
+    """The agent ``pid`` works for: the ``CSP_AGENT`` its sidecar gave the nearest
+    process of its ancestry that has one (the variable can be unset below the agent
+    CLI, but the CLI's own environment, as it was started, still names it); None for
+    a process outside every agent, such as the person's shell.
+    """
+    for info in ancestry(pid, proc_root):
+        try:
+            environ = (proc_root / str(info.proc.pid) / "environ").read_bytes()
+        except OSError:
+            continue
+        for entry in environ.split(b"\0"):
+            if entry.startswith(AGENT_VARIABLE):
+                return entry[len(AGENT_VARIABLE):].decode("utf-8", "replace") or None
+    return None
 
 
 @dataclass
