@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -21,6 +22,9 @@ from .tmux import inside_tmux_socket
 from .workspace import Workspace, workspace_for
 
 DETACHED_SIZE = (160, 48)
+# tmux refuses a window smaller than 1x1 or larger than 10000x10000; below 20x10 the
+# chat and an agent do not both fit
+MIN_SIZE, MAX_SIZE = (20, 10), (10000, 10000)
 
 socket_option = click.option("-L", "--tmux-socket", "socket", metavar="NAME",
                              help="Use the tmux server on this socket name (tmux -L).")
@@ -104,6 +108,32 @@ def first_run(interactive: bool) -> list[AgentSpec]:
     return specs
 
 
+def parse_size(ctx: click.Context | None, param: click.Parameter | None,
+               value: str | None) -> tuple[int, int] | None:
+    """``COLSxROWS`` (``160x48``): the size of the layout when there is no terminal."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*", value)
+    if m is None:
+        raise click.BadParameter(f"{value!r} is not COLSxROWS (e.g. 160x48)", ctx, param)
+    cols, rows = int(m.group(1)), int(m.group(2))
+    if not (MIN_SIZE[0] <= cols <= MAX_SIZE[0] and MIN_SIZE[1] <= rows <= MAX_SIZE[1]):
+        raise click.BadParameter(
+            f"{cols}x{rows} is out of range: columns {MIN_SIZE[0]} to {MAX_SIZE[0]}, "
+            f"rows {MIN_SIZE[1]} to {MAX_SIZE[1]}", ctx, param)
+    return cols, rows
+
+
+def layout_size(size: tuple[int, int] | None) -> tuple[int, int]:
+    """The size the layout is made for: --size, else this terminal's, else 160x48."""
+    if size is not None:
+        return size
+    if sys.stdout.isatty():
+        term = shutil.get_terminal_size()
+        return term.columns, term.lines
+    return DETACHED_SIZE
+
+
 # -- attaching --------------------------------------------------------------------
 
 def _attach_client(ws: Workspace) -> None:
@@ -132,14 +162,19 @@ def _attach_client(ws: Workspace) -> None:
 @session_option
 @socket_option
 @click.option("--detached", "-d", is_flag=True, help="Create the session but do not attach.")
+@click.option("--size", metavar="COLSxROWS", callback=parse_size,
+              help="Make the layout for COLSxROWS cells (default: this terminal's size, "
+                   "or 160x48 without one); a terminal that attaches resizes it.")
 @edge
-def attach(session: str | None, socket: str | None, detached: bool) -> None:
+def attach(session: str | None, socket: str | None, detached: bool,
+           size: tuple[int, int] | None) -> None:
     """Open the group chat in tmux: the chat on top, one pane per agent below.
 
     \b
       cspctl agents add claude && cspctl agents add codex
       cspctl attach                  # create the session, or attach to it again
       cspctl attach --detached       # create it for later (scripts, ssh)
+      cspctl attach -d --size 200x60 # ... laid out for a 200x60 terminal
 
     Creates the session the first time (starting the gateway through systemd
     if needed); afterwards it attaches to the same session again.
@@ -162,11 +197,7 @@ def attach(session: str | None, socket: str | None, detached: bool) -> None:
     if not agents:
         interactive = not detached and sys.stdin.isatty() and sys.stdout.isatty()
         agents = first_run(interactive)
-    if sys.stdout.isatty():
-        size = shutil.get_terminal_size()
-        width, height = size.columns, size.lines
-    else:
-        width, height = DETACHED_SIZE
+    width, height = layout_size(size)
     ws.create(agents, width, height)
     names = ", ".join(a.name for a in agents) or "no agents"
     click.echo(f"session {ws.session!r} created: chat + {names}", err=True)

@@ -26,20 +26,43 @@ def clock(ts: str) -> str:
     return ts[11:19] if len(ts) >= 19 else ts
 
 
-def format_message(m: Message, colour: bool = True) -> str:
-    content = visible_text(m.content)
+def format_message(m: Message, colour: bool = True, show_room: bool = False) -> str:
+    """One message as terminal lines (``cspctl history`` and the command center).
+
+    The content is sanitised; the only escape sequences in the result are the
+    colours added here.  Long lines are left for the terminal to wrap, so they
+    re-flow when it is resized.  ``show_room`` names the room (for a view of all
+    rooms).
+    """
+    content = visible_text(m.content).rstrip("\n")
     time = clock(m.ts)
+    room = f"#{m.room} " if show_room else ""
     if m.kind == "system":
-        line = f"{time} -- {content}"
+        line = f"{time} -- {room}{content}"
         return click.style(line, dim=True) if colour else line
     to = "" if m.to == ["all"] else " → " + ", ".join("@" + t for t in m.to)
-    head = f"{m.sender}{to}"
+    urgent = "!" if m.urgent else ""
+    head = f"{room}{m.sender}{to}{urgent}"
+    stamp = time
     if colour:
         head = click.style(head, fg=colour_of(m.sender), bold=True)
-    marker = " (output)" if m.kind == "output" else ""
-    indent = " " * 9
-    body = content.replace("\n", "\n" + indent)
-    return f"{time} {head}{marker}: {body}"
+        stamp = click.style(time, dim=True)
+    if m.kind == "output":
+        # an agent's screen output: its lines as they were, in a gutter of its colour
+        gutter = click.style("  │ ", fg=colour_of(m.sender)) if colour else "  │ "
+        marker = click.style("(output)", dim=True) if colour else "(output)"
+        return "\n".join([f"{stamp} {head} {marker}",
+                          *(gutter + line for line in content.split("\n"))])
+    body = content.replace("\n", "\n" + " " * 9)
+    return f"{stamp} {head}: {body}"
+
+
+def format_notice(text: str, level: str = "info", colour: bool = True) -> str:
+    """A line from the command center itself (help, /list, errors), set apart from
+    the room's messages by its marker and colour."""
+    fg = {"info": "bright_black", "ok": "green", "warn": "yellow", "error": "red"}[level]
+    line = "  * " + visible_text(text).replace("\n", "\n    ")
+    return click.style(line, fg=fg) if colour else line
 
 
 def print_json(data: Any) -> None:

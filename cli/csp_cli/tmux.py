@@ -153,6 +153,15 @@ class Tmux:
         args += _env_args(env) + (["-c", cwd] if cwd else [])
         return self.run(*args, *command)
 
+    def new_window(self, target: str, command: Sequence[str], *,
+                   env: Mapping[str, str] | None = None, cwd: str | None = None,
+                   replace: bool = False) -> str:
+        """A new window at ``target``'s index (``replace``: in place of the window there,
+        which is destroyed); return its pane's id."""
+        args = ["new-window", "-t", target, "-P", "-F", "#{pane_id}", *(["-k"] if replace else [])]
+        args += _env_args(env) + (["-c", cwd] if cwd else [])
+        return self.run(*args, *command)
+
     def split(self, target: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
               cwd: str | None = None, vertical: bool = True) -> str:
         args = ["split-window", "-d", "-t", target, "-P", "-F", "#{pane_id}",

@@ -2,9 +2,14 @@
 
 Panes carry tmux user options so csp can find them again whatever the user did
 to the window: ``@csp_role`` (``chat`` or ``agent``) and ``@csp_agent`` (the
-agent's name).  Agent panes run ``sh -c WRAPPER`` around the sidecar: when the
-agent exits, the wrapper prints why and how to restart it, and the window's
-``remain-on-exit`` keeps the pane (dead) on screen instead of letting it vanish.
+agent's name).  Agent panes run ``sh -c WRAPPER`` around the sidecar, and the
+chat pane around ``cspctl chat``: when either exits, the wrapper prints why and
+how to restart it, and the window's ``remain-on-exit`` keeps the pane (dead) on
+screen instead of letting it vanish.
+
+tmux gives a pane the ``history-limit`` in effect when the pane is made, so the
+session is first made around a placeholder, given its options, and only then
+is the chat's window made (in the placeholder's place).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ PASSED_ENV = ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_
 BORDER_FORMAT = ("#{?pane_active,#[bold],} #{pane_index}: "
                  "#{?@csp_title,#{@csp_title},#{pane_title}} #[default]")
 
-# $0 = agent name, $1 = how to restart it, "$@" after shift = the sidecar's argv
+# $0 = the pane's name (an agent's, or "chat"), $1 = how to restart it,
+# "$@" after shift = the command (the sidecar's argv, or cspctl chat)
 WRAPPER = (
     'hint=$1; shift; "$@"; s=$?; '
     r"""printf '\033]2;%s · exited (status %s)\033\\\n[csp] %s exited with status %s.\n"""
@@ -60,6 +66,12 @@ def sidecar_command() -> list[str]:
 
 def chat_command() -> list[str]:
     return [*own_command("cspctl", "csp_cli"), "chat"]
+
+
+# the panes' wrappers run under this shell, named in full: a pane's PATH may lack it
+SHELL = "/bin/sh"
+# waits, doing nothing, until the chat's window takes its place
+PLACEHOLDER = [SHELL, "-c", "read -r _"]
 
 
 def sidecar_argv(spec: AgentSpec) -> list[str]:
@@ -102,7 +114,14 @@ class Workspace:
         return next((p for p in self.panes() if p.role == "chat"), None)
 
     def restart_hint(self, name: str) -> str:
-        argv = ["cspctl", "spawn", name]
+        """The command that restarts agent ``name`` in this session."""
+        return self._hint(["cspctl", "spawn", name])
+
+    def chat_restart_hint(self) -> str:
+        """The command that restarts a quit chat pane (attach repairs it)."""
+        return self._hint(["cspctl", "attach"])
+
+    def _hint(self, argv: list[str]) -> str:
         if self.tmux.socket:
             argv += ["-L", self.tmux.socket]
         if self.session != LayoutConfig.session:
@@ -113,13 +132,17 @@ class Workspace:
 
     def create(self, agents: Sequence[AgentSpec], width: int, height: int) -> None:
         env = pane_env()
-        chat = self.tmux.new_session(self.session, chat_command(), width=width, height=height,
-                                     env=env)
         t = self.tmux
-        t.run("rename-window", "-t", self.window, "csp")
+        # the session's environment too (-e): panes the user adds find the same gateway
+        placeholder = t.new_session(self.session, PLACEHOLDER, width=width, height=height,
+                                    env=env)
         # session- and window-scoped only: the user's other sessions keep their settings
         t.set_option(self.session, "mouse", "on" if self.layout.mouse else "off")
         t.set_option(self.session, "history-limit", str(self.layout.history_limit))
+        # now the chat's pane gets that scrollback too (it is read when a pane is made)
+        chat = t.new_window(t.display(placeholder, "#{window_id}"), self.chat_argv(),
+                            env=env, replace=True)
+        t.run("rename-window", "-t", self.window, "csp")
         t.set_option(self.window, "pane-border-status", "top", scope="w")
         t.set_option(self.window, "pane-border-format", BORDER_FORMAT, scope="w")
         t.set_option(self.window, "remain-on-exit", "on", scope="w")
@@ -145,8 +168,11 @@ class Workspace:
         self.tmux.set_title(pane, f"{spec.name} · starting")
 
     def agent_argv(self, spec: AgentSpec) -> list[str]:
-        return ["sh", "-c", WRAPPER, spec.name, self.restart_hint(spec.name),
+        return [SHELL, "-c", WRAPPER, spec.name, self.restart_hint(spec.name),
                 *sidecar_argv(spec)]
+
+    def chat_argv(self) -> list[str]:
+        return [SHELL, "-c", WRAPPER, "chat", self.chat_restart_hint(), *chat_command()]
 
     def relayout(self) -> None:
         panes = self.panes()
@@ -166,7 +192,7 @@ class Workspace:
         """Restart the chat pane if it was quit; True when it had to."""
         chat = self.chat_pane()
         if chat is not None and chat.dead:
-            self.tmux.respawn(chat.id, chat_command(), env=pane_env())
+            self.tmux.respawn(chat.id, self.chat_argv(), env=pane_env())
             return True
         return False
 

@@ -326,3 +326,34 @@ async def test_tmux_wrapper_errors_are_typed(tmux: TmuxServer) -> None:
     assert await t.arun("display-message", "-p", "-t", pane, "#{pane_id}") == pane
     [info] = t.list_panes("s1")
     assert info.id == pane and info.start_command == "sleep 60" and not info.dead
+
+
+def test_attach_size_and_scrollback(csp_env: CspEnv, gateway: GatewayProcess,
+                                    tmux: TmuxServer) -> None:
+    """No terminal: the layout is made for --size (else 160x48); every pane, the chat's
+    included, keeps [layout] history_limit lines."""
+    for bad, why in (("wide", "is not COLSxROWS"), ("10x5", "out of range"),
+                     ("160x48x2", "is not COLSxROWS")):
+        r = attach(csp_env, tmux, "--size", bad)
+        assert r.returncode == 2 and why in r.stderr and "--size" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    assert tmux.run("has-session", "-t", "=csp", check=False).returncode != 0
+
+    add_agent(csp_env, "one", "cat")
+    r = attach(csp_env, tmux, "--size", "120x40")
+    assert r.returncode == 0, r.stderr
+    size = tmux.run("display-message", "-p", "-t", "=csp:", "#{window_width}x#{window_height}")
+    assert size.stdout.strip() == "120x40"
+    rows = panes(tmux)
+    assert [p["@csp_role"] for p in rows] == ["chat", "agent"]
+    limits = [tmux.run("display-message", "-p", "-t", p["pane_id"], "#{history_limit}")
+              .stdout.strip() for p in rows]
+    assert limits == ["50000", "50000"]
+    # one window: the placeholder the session was made around is gone
+    assert tmux.run("list-windows", "-t", "=csp", "-F", "#{window_name}").stdout.split() \
+        == ["csp"]
+
+    r = attach(csp_env, tmux, "--session", "other")
+    assert r.returncode == 0, r.stderr
+    size = tmux.run("display-message", "-p", "-t", "=other:", "#{window_width}x#{window_height}")
+    assert size.stdout.strip() == "160x48"
