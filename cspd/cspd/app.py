@@ -20,6 +20,7 @@ from csp_core.auth import check_origin, own_origins
 from csp_core.errors import CspError, RequestTimeout
 
 from . import api, mcp, presence, stream
+from . import web as webview
 from .gateway import GATEWAY, Gateway, gateway_of
 from .httperrors import as_json_error, closes_connection, code_for, describe, json_error
 
@@ -62,7 +63,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     gw = gateway_of(request)
     check_origin(request.headers.get("Origin"), gw.origins)
-    gw.tokens.check(request.headers.get("Authorization"))
+    if not webview.vouches(request):  # its pages, or a browser's session cookie
+        gw.tokens.check(request.headers.get("Authorization"))
     return await handler(request)
 
 
@@ -103,4 +105,5 @@ def create_app(gw: Gateway, tcp_port: int | None = None) -> web.Application:
     stream.add_routes(app)
     mcp.add_routes(app)
     presence.install(app)
+    webview.install(app)
     return app
