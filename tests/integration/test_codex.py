@@ -27,6 +27,7 @@ import struct
 import sys
 import termios
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -172,10 +173,27 @@ class Run:
                  what=f"Codex's terminal at {width}x{height}")
 
 
+def without_csp_mcp(csp_env: CspEnv) -> None:
+    """The shipped codex profile with csp's MCP server off, as the user's own profile.
+
+    Codex 0.171 writes its thread title in a hidden thread whose config is rebuilt
+    without the ``-c`` overrides but with every MCP server disabled, so a server given
+    by ``-c`` alone (csp's) becomes ``{enabled = false}``, "invalid transport", and no
+    title is asked for.  The title's notify is the side case this test must see not
+    shared, so here Codex runs without csp's server (test_mcp_agents.py covers it).
+    """
+    user = csp_env.config.parent / "profiles"
+    user.mkdir(parents=True, exist_ok=True)
+    text = (resources.files("csp_sidecar") / "profiles" / "codex.toml").read_text()
+    assert "\n[mcp]\n" in text
+    (user / "codex.toml").write_text(text.replace("\n[mcp]\n", "\n[mcp]\nenabled = false\n"))
+
+
 @pytest.mark.parametrize("width", [40, 66, 200])
 def test_each_reply_is_shared_word_for_word_once(
         codex: str, csp_env: CspEnv, gateway: GatewayProcess, tmux: TmuxServer,
         fake_api: FakeOpenAI, width: int) -> None:
+    without_csp_mcp(csp_env)
     run = Run(csp_env, tmux, fake_api, width)
     run.wait_ready("Codex to be ready")
     # `env` ran Codex with the profile's arguments and csp's notify after `codex` itself

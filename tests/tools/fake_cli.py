@@ -14,7 +14,8 @@ prompt is submitted, ``Stop`` with ``{"last_assistant_message": ...}`` when
 its reply is drawn.  So the sidecar's claude profile, hooks and all, can be
 tested against it.  ``FAKECLI_NO_HOOKS=1`` makes it ignore them (a CLI whose
 hooks do not fire); ``FAKECLI_REPLY=long`` answers with the 46-line markdown
-reply of ``tests/tools/long_reply.py`` instead of echoing.  ``FAKECLI_START_DELAY``
+reply of ``tests/tools/long_reply.py`` instead of echoing, ``FAKECLI_REPLY=untagged``
+echoes without the sender tag (whose ``@names`` would route the reply on).  ``FAKECLI_START_DELAY``
 seconds pass before it takes its terminal (a slow-starting CLI, which flushes
 whatever was typed before it was ready).
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import termios
@@ -56,6 +58,8 @@ def answer(line: str, turn: int) -> str:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from long_reply import long_reply
         return long_reply(line, turn)
+    if os.environ.get("FAKECLI_REPLY") == "untagged":  # the text alone: no @names to route
+        return "reply: " + re.sub(r"^\[[^\]]*\]\s*", "", line)
     return "reply: " + line
 
 
