@@ -28,6 +28,8 @@ COMMANDS = {
     "gateway": "gateway_cmd:gateway",
     "token": "token_cmd:token",
     "mcp": "mcp_cmd:mcp",
+    "install-units": "units_cmd:install_units",
+    "web": "web_cmd:web",
 }
 
 
@@ -66,7 +68,8 @@ def cli() -> None:
       cspctl attach                           # everything in one tmux window
 
     Exit codes: 0 ok, 1 error, 2 bad input, 3 gateway not running,
-    4 token refused, 5 unknown agent/room, 6 conflict, 7 rate limited.
+    4 token refused, 5 unknown agent/room, 6 conflict, 7 rate limited,
+    8 no reply in time (send --wait).
     """
 
 
