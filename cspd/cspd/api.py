@@ -50,10 +50,10 @@ async def health(request: web.Request) -> web.Response:
     })
 
 
-async def post_message(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
-    sender = speaker_of(request)
-    data = await read_json(request)
+def _post_of(data: object, sender: str) -> Post:
+    """A post from its JSON object, every field checked."""
+    if not isinstance(data, dict):
+        raise BadRequest("a message must be a JSON object")
     to = data.get("to", [])
     if isinstance(to, str):
         to = [to]
@@ -69,11 +69,51 @@ async def post_message(request: web.Request) -> web.Response:
     urgent = data.get("urgent", False)
     if not isinstance(urgent, bool):
         raise BadRequest("'urgent' must be true or false")
+    return Post(sender=sender, to=to, content=content, kind=kind, room=room, urgent=urgent)
+
+
+async def post_message(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    sender = speaker_of(request)
+    post = _post_of(await read_json(request), sender)
     gw.limiter.take(sender)
-    message = await gw.router.post(Post(sender=sender, to=to, content=content, kind=kind,
-                                        room=room, urgent=urgent))
+    message = await gw.router.post(post)
     gw.update_status()
     return web.json_response(message.to_json(), status=201)
+
+
+# messages in one POST /v1/messages:batch (the body is bounded by client_max_size too)
+BATCH_MAX = 1000
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    """``POST /v1/messages:batch`` ``{"messages": [{to, content, ...}, ...]}``: many
+    messages in one request, for volume (a script relaying a log, a bridge).
+
+    Each is what ``POST /v1/messages`` takes and counts against the rate limit as
+    one message.  All are checked before any is stored: one bad message refuses the
+    batch (400 naming its index) and nothing is stored.  Then all are stored in one
+    transaction, in order, and the answer (201) comes once they are durable:
+    ``{"messages": [{"id", "ts"}, ...]}`` in the order sent.
+    """
+    gw = gateway_of(request)
+    sender = speaker_of(request)
+    data = await read_json(request)
+    items = data.get("messages")
+    if not isinstance(items, list) or not 1 <= len(items) <= BATCH_MAX:
+        raise BadRequest(f"'messages' must be a list of 1 to {BATCH_MAX} messages")
+    posts = []
+    for i, item in enumerate(items):
+        try:
+            posts.append(_post_of(item, sender))
+        except BadRequest as exc:
+            raise BadRequest(f"messages[{i}]: {exc.message}") from None
+    for _ in posts:
+        gw.limiter.take(sender)
+    messages = await gw.router.post_many(posts)
+    gw.update_status()
+    return web.json_response({"messages": [{"id": m.id, "ts": m.ts} for m in messages]},
+                             status=201)
 
 
 async def history(request: web.Request) -> web.Response:
@@ -244,6 +284,7 @@ async def update_room(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{API}/health", health)
     app.router.add_post(f"{API}/messages", post_message)
+    app.router.add_post(f"{API}/messages:batch", post_batch)
     app.router.add_get(f"{API}/messages", history)
     app.router.add_get(f"{API}/agents", list_agents)
     app.router.add_delete(f"{API}/agents/{{name}}", forget_agent)

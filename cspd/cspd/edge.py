@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
@@ -176,8 +176,9 @@ class GuardedHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        assert isinstance(transport, asyncio.Transport)
-        self._closer = LingeringTransport(transport, self._limits.lingering_time,
+        # a stream transport; uvloop's are ones without subclassing asyncio.Transport
+        self._closer = LingeringTransport(cast(asyncio.Transport, transport),
+                                          self._limits.lingering_time,
                                           self._start_lingering)
         self.transport = self._closer
         self._head_timer = self._loop.call_later(self._limits.head_timeout,

@@ -12,11 +12,16 @@ A subscriber registers *before* it replays from the store and holds live
 messages until the replay is done, so nothing committed in between is missed;
 duplicates are dropped by id.  Each connection has one writer task, so frames
 never interleave.
+
+A message published to many subscribers is turned into JSON once
+(:class:`SharedFrame`), not once per subscriber: an ``@all`` to 200 agents is one
+encoding, not 200.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,15 +45,40 @@ class AgentState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class SharedFrame:
+    """A ``message`` frame shared by every subscriber it goes to; its JSON text is
+    made once, by the first writer that needs it."""
+
+    __slots__ = ("_text", "message")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self._text: str | None = None
+
+    @property
+    def frame(self) -> dict[str, Any]:
+        return {"type": "message", "message": self.message.to_json()}
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = json.dumps(self.frame)
+        return self._text
+
+
 class Subscriber:
-    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]], *,
-                 agent: str | None = None, room: str | None = None, since: int = 0) -> None:
+    """``send`` gets each frame as a dict, or, with ``encoded``, as its JSON text."""
+
+    def __init__(self, send: Callable[[Any], Awaitable[None]], *,
+                 agent: str | None = None, room: str | None = None, since: int = 0,
+                 encoded: bool = False) -> None:
         self.agent = agent
         self.room = room
         self._send = send
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._encoded = encoded
+        self._queue: asyncio.Queue[dict[str, Any] | SharedFrame | None] = asyncio.Queue()
         self._replaying = True
-        self._held: list[Message] = []
+        self._held: list[tuple[Message, SharedFrame | None]] = []
         self._last_id = since
         self.state = AgentState()
         self.overflowed = False
@@ -59,16 +89,16 @@ class Subscriber:
             return self.agent in deliver_to
         return self.room is None or message.room == self.room
 
-    def push(self, message: Message) -> None:
+    def push(self, message: Message, shared: SharedFrame | None = None) -> None:
         if self._replaying:
-            self._held.append(message)
+            self._held.append((message, shared))
         else:
-            self._enqueue(message)
+            self._enqueue(message, shared)
 
     def push_frame(self, frame: dict[str, Any]) -> None:
         self._queue.put_nowait(frame)
 
-    def _enqueue(self, message: Message) -> None:
+    def _enqueue(self, message: Message, shared: SharedFrame | None = None) -> None:
         if message.id <= self._last_id or self.overflowed:  # cut loose: queue no more
             return
         self._last_id = message.id
@@ -77,25 +107,28 @@ class Subscriber:
             self.overflowed = True
             self._queue.put_nowait(None)
             return
-        self._queue.put_nowait({"type": "message", "message": message.to_json()})
+        self._queue.put_nowait(shared if shared is not None else SharedFrame(message))
 
     def finish_replay(self, replayed: list[Message]) -> None:
         for message in replayed:
             self._enqueue(message)
         self._replaying = False
         held, self._held = self._held, []
-        for message in held:
-            self._enqueue(message)
+        for message, shared in held:
+            self._enqueue(message, shared)
 
     def close(self) -> None:
         self._queue.put_nowait(None)
 
     async def run_writer(self) -> None:
         while True:
-            frame = await self._queue.get()
-            if frame is None:
+            item = await self._queue.get()
+            if item is None:
                 return
-            await self._send(frame)
+            if isinstance(item, SharedFrame):
+                await self._send(item.text if self._encoded else item.frame)
+            else:
+                await self._send(json.dumps(item) if self._encoded else item)
 
 
 class Hub:
@@ -133,13 +166,14 @@ class Hub:
         return name in self.agents
 
     def publish(self, message: Message, deliver_to: tuple[str, ...]) -> None:
+        shared = SharedFrame(message)
         for name in deliver_to:
             sub = self.agents.get(name)
             if sub is not None:
-                sub.push(message)
+                sub.push(message, shared)
         for sub in list(self.watchers):
             if sub.wants(message, deliver_to):
-                sub.push(message)
+                sub.push(message, shared)
 
     def control(self, name: str, frame: dict[str, Any]) -> bool:
         sub = self.agents.get(name)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,27 @@ def peer_pid(request: web.Request) -> int | None:
     return None
 
 
+# The calling process and its ancestors, read once per connection (the peer of a
+# unix connection is fixed when it connects) instead of on every request: that
+# walk through /proc was a fifth of the gateway's work per message.  Which agent
+# a chain belongs to is still decided per request, against the agents online then.
+_PEERS: weakref.WeakKeyDictionary[object, tuple[int | None, tuple[ProcInfo, ...]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _peer(request: web.Request) -> tuple[int | None, tuple[ProcInfo, ...]]:
+    """The calling process (None on TCP) and its ancestry, nearest first."""
+    transport = request.transport
+    known = _PEERS.get(transport) if transport is not None else None
+    if known is not None:
+        return known
+    pid = peer_pid(request)
+    chain = tuple(ancestry(pid)) if pid is not None else ()
+    if transport is not None and (pid is None or chain):  # a gone peer is asked again
+        _PEERS[transport] = (pid, chain)
+    return pid, chain
+
+
 def agent_of_chain(chain: Sequence[ProcInfo], agents: Mapping[str, Subscriber],
                    proc_root: Path = PROC) -> str | None:
     """The online agent whose tree holds the process at ``chain[0]``, if any."""
@@ -106,8 +128,7 @@ def agent_of_chain(chain: Sequence[ProcInfo], agents: Mapping[str, Subscriber],
 def caller(request: web.Request, gw: Gateway) -> Caller:
     """Who is calling, from the connection (and the credential it presents)."""
     by_key = gw.tokens.agent_of(request.headers.get("Authorization"))
-    pid = peer_pid(request)
-    chain = tuple(ancestry(pid)) if pid is not None else ()
+    pid, chain = _peer(request)
     if pid is not None and not chain and by_key is None:
         # it connected, then went (or handed the socket on): nobody to vouch for
         raise Forbidden("cannot tell which process is calling: it is gone")

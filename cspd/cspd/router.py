@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from csp_core.config import GatewayConfig
 from csp_core.errors import BadRequest, NotFound, PayloadTooLarge, UnknownRecipient
-from csp_core.protocol import HUMAN, Message, mentions, parse_targets
+from csp_core.protocol import HUMAN, Message, Targets, mentions, parse_targets
 from csp_core.sanitize import is_blank
 
 from .hub import Hub
-from .store import Draft, Store
+from .store import Draft, Room, Store
 
 CLIENT_KINDS = ("chat", "output")
 
@@ -66,6 +66,32 @@ class Router:
 
     async def post(self, post: Post) -> Message:
         """Validate, store durably, then publish; returns the stored message."""
+        return (await self.post_many([post]))[0]
+
+    async def post_many(self, posts: list[Post]) -> list[Message]:
+        """Several posts at once: all validated before any is stored (one bad post
+        refuses them all), then stored together in one transaction, in order, and
+        published; returns the stored messages in the same order."""
+        checked = [await self._check(post) for post in posts]
+        drafts: list[Draft] = []
+        halted: list[tuple[str, int, list[str]]] = []
+        for post, (targets, room, members) in zip(posts, checked, strict=True):
+            draft, halted_now = await self._draft(post, targets, room, members)
+            drafts.append(draft)
+            if halted_now:
+                halted.append((room.name, room.hop_limit or self.config.hop_limit, members))
+        messages = await self.store.append_many(drafts)
+        for message, draft in zip(messages, drafts, strict=True):
+            self.hub.publish(message, draft.deliver_to)
+        for room_name, limit, members in halted:
+            self._drop_queued_relays(room_name, members)
+            await self.system(room_name, f"relay paused in #{room_name}: {limit} agent-to-agent "
+                              "hops without a human message; agents' messages reach only "
+                              "humans until a human speaks")
+        return messages
+
+    async def _check(self, post: Post) -> tuple[Targets, Room, list[str]]:
+        """Refuse what cannot be posted; the addressing, the room and its members."""
         if post.kind not in CLIENT_KINDS:
             raise BadRequest(f"kind must be one of {', '.join(CLIENT_KINDS)}")
         try:
@@ -89,28 +115,23 @@ class Router:
             raise UnknownRecipient(f"unknown recipient: {', '.join('@' + n for n in unknown)}",
                                    names=unknown)
 
-        members = await self.store.members(room_name)
+        return targets, room, await self.store.members(room_name)
+
+    async def _draft(self, post: Post, targets: Targets, room: Room,
+                     members: list[str]) -> tuple[Draft, bool]:
+        """The message to store, its recipients and hop count; and whether it is the
+        one that stops the room's relay."""
         kind = post.kind
         if kind == "chat" and targets.is_direct:
             kind = "direct"
         deliver = self._recipients(post, targets.everyone, targets.names, members, room.relay)
-        if room_name not in self._hops:  # after a restart the count comes from the messages
-            self._hops.setdefault(room_name, await self.store.room_hops(room_name))
-        hops, deliver, halted_now = self._count_hop(room_name, room.hop_limit, post.sender,
+        if room.name not in self._hops:  # after a restart the count comes from the messages
+            self._hops.setdefault(room.name, await self.store.room_hops(room.name))
+        hops, deliver, halted_now = self._count_hop(room.name, room.hop_limit, post.sender,
                                                     deliver)
-
         to = ["all"] if targets.everyone else targets.names
-        message = await self.store.append(Draft(
-            room=room_name, sender=post.sender, to=to, kind=kind, content=post.content,
-            deliver_to=deliver, hops=hops, urgent=post.urgent))
-        self.hub.publish(message, deliver)
-        if halted_now:
-            limit = room.hop_limit or self.config.hop_limit
-            self._drop_queued_relays(room_name, members)
-            await self.system(room_name, f"relay paused in #{room_name}: {limit} agent-to-agent "
-                              "hops without a human message; agents' messages reach only "
-                              "humans until a human speaks")
-        return message
+        return Draft(room=room.name, sender=post.sender, to=to, kind=kind, content=post.content,
+                     deliver_to=deliver, hops=hops, urgent=post.urgent), halted_now
 
     def _count_hop(self, room: str, hop_limit: int | None, sender: str,
                    deliver: tuple[str, ...]) -> tuple[int, tuple[str, ...], bool]:

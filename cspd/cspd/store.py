@@ -29,7 +29,7 @@ import logging
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +48,7 @@ log = logging.getLogger("cspd.store")
 SUMMARY_SENDER = "system"
 
 SQLITE_MAX_INT = 2**63 - 1
+_TO_ALL = json.dumps(["all"])  # the stored recipients of most messages
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chat_messages (
@@ -96,6 +97,12 @@ CREATE TABLE IF NOT EXISTS pending_summaries (
     recipient  TEXT NOT NULL,
     rooms      TEXT NOT NULL  -- JSON {room: [count, first missed id]}
 );
+-- how far each reader (an agent, over MCP's read_messages) has read: the newest
+-- message id it has been shown or skipped past
+CREATE TABLE IF NOT EXISTS read_cursors (
+    reader  TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -135,8 +142,16 @@ class _Expire:
     now: datetime
 
 
-_Write = Draft | _Ack | _Expire
-_Result = Message | int | None
+@dataclass(frozen=True)
+class _Drafts:
+    """Several messages posted together (``POST /v1/messages:batch``): one queue
+    entry and one future for all of them, stored in order in one transaction."""
+
+    drafts: tuple[Draft, ...]
+
+
+_Write = Draft | _Drafts | _Ack | _Expire
+_Result = Message | list[Message] | int | None
 
 
 @dataclass(frozen=True)
@@ -220,6 +235,12 @@ class Store:
         self.read_only = False  # opened read-only: the state directory could not be written
         # why the last write failed, until one succeeds again (for logs and status)
         self.write_error: str | None = None
+        # rooms and their members as last read, so that a post does not wait on the
+        # store thread for them; every change goes through this object and drops
+        # them (see _changed_rooms), and a read that overlapped a change is not kept
+        self._rooms: dict[str, Room] = {}
+        self._members: dict[str, list[str]] = {}
+        self._rooms_generation = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -385,12 +406,25 @@ class Store:
         assert isinstance(result, Message)
         return result
 
+    async def append_many(self, drafts: list[Draft]) -> list[Message]:
+        """Store several messages durably, in order; returns once all are committed.
+
+        They are queued together, so they go in one transaction (with whatever
+        else is waiting) and one fsync.
+        """
+        result = await self._submit(_Drafts(tuple(drafts)))
+        assert isinstance(result, list)
+        return result
+
     async def _submit(self, item: _Write) -> _Result:
+        return await self._enqueue(item)
+
+    def _enqueue(self, item: _Write) -> asyncio.Future[_Result]:
         fut: asyncio.Future[_Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return await fut
+        return fut
 
     async def _flush(self) -> None:
         while self._queue:
@@ -416,6 +450,8 @@ class Store:
         for result in results:
             if isinstance(result, Message):
                 self.last_id = max(self.last_id, result.id)
+            elif isinstance(result, list) and result:
+                self.last_id = max(self.last_id, result[-1].id)
         for (_, fut), result in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
@@ -433,6 +469,7 @@ class Store:
     def _write_batch(self, items: list[_Write]) -> list[_Result]:
         with self._transaction() as db:
             out: list[_Result] = []
+            ts = now_iso()  # one timestamp for what commits together
             for item in items:
                 if isinstance(item, _Ack):
                     cur = db.executemany(
@@ -441,24 +478,27 @@ class Store:
                     out.append(cur.rowcount)
                 elif isinstance(item, _Expire):
                     out.append(self._expire_sync(db, item))
+                elif isinstance(item, _Drafts):
+                    out.append([self._insert_sync(db, d, ts) for d in item.drafts])
                 else:
-                    out.append(self._insert_sync(db, item))
+                    out.append(self._insert_sync(db, item, ts))
             return out
 
     @staticmethod
-    def _insert_sync(db: sqlite3.Connection, d: Draft) -> Message:
-        ts = now_iso()
+    def _insert_sync(db: sqlite3.Connection, d: Draft, ts: str | None = None) -> Message:
+        ts = ts or now_iso()
         cur = db.execute(
             "INSERT INTO chat_messages (room, sender, recipients, kind, content, ts,"
             " hops, urgent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (d.room, d.sender, json.dumps(d.to), d.kind, d.content, ts, d.hops,
-             int(d.urgent)),
+            (d.room, d.sender, _TO_ALL if d.to == ["all"] else json.dumps(d.to), d.kind,
+             d.content, ts, d.hops, int(d.urgent)),
         )
         mid = int(cur.lastrowid or 0)
-        db.executemany(
-            "INSERT OR IGNORE INTO pending (recipient, message_id) VALUES (?, ?)",
-            [(r, mid) for r in d.deliver_to],
-        )
+        if d.deliver_to:
+            db.executemany(
+                "INSERT OR IGNORE INTO pending (recipient, message_id) VALUES (?, ?)",
+                [(r, mid) for r in d.deliver_to],
+            )
         return Message(mid, d.room, d.sender, list(d.to), d.kind, d.content, ts,
                        d.hops, d.urgent)
 
@@ -562,6 +602,46 @@ class Store:
                 (*args, limit)).fetchall()
         return [_row_to_message(r) for r in rows]
 
+    async def search_history(self, room: str | None, since: int, limit: int,
+                             text: str | None = None) -> list[Message]:
+        """:meth:`history` keeping only messages whose content holds ``text`` (any case).
+
+        Without ``since`` these are the newest ``limit`` matches, else the first
+        ``limit`` after ``since``; oldest first either way.
+        """
+        if not text:
+            return await self.history(room, since, limit)
+        return await self._run(self._search_sync, room, since, limit, text)
+
+    def _search_sync(self, room: str | None, since: int, limit: int,
+                     text: str) -> list[Message]:
+        if since >= SQLITE_MAX_INT or limit <= 0:
+            return []
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where = ["id > ?", "content LIKE ? ESCAPE '\\'"]
+        args: list[Any] = [since, f"%{escaped}%"]
+        if room is not None:
+            where.append("room = ?")
+            args.append(room)
+        clause = " AND ".join(where)
+        order = "DESC" if since <= 0 else "ASC"
+        rows = self.db.execute(
+            f"SELECT * FROM chat_messages WHERE {clause} ORDER BY id {order} LIMIT ?",
+            (*args, min(limit, SQLITE_MAX_INT))).fetchall()
+        return sorted((_row_to_message(r) for r in rows), key=lambda m: m.id)
+
+    async def read_cursor(self, reader: str) -> int | None:
+        """The newest message id ``reader`` has read (None: it never read)."""
+        row = await self._run(lambda: self.db.execute(
+            "SELECT last_id FROM read_cursors WHERE reader = ?", (reader,)).fetchone())
+        return int(row[0]) if row else None
+
+    async def set_read_cursor(self, reader: str, last_id: int) -> None:
+        """Move ``reader``'s cursor to ``last_id`` (only ever forward)."""
+        await self._run(self._write, lambda db: db.execute(
+            "INSERT INTO read_cursors (reader, last_id) VALUES (?, ?) ON CONFLICT(reader) "
+            "DO UPDATE SET last_id = MAX(last_id, excluded.last_id)", (reader, last_id)))
+
     async def get(self, message_id: int) -> Message | None:
         rows = await self._run(lambda: self.db.execute(
             "SELECT * FROM chat_messages WHERE id = ?", (message_id,)).fetchall())
@@ -602,6 +682,9 @@ class Store:
     # -- rooms and members -------------------------------------------------
 
     async def ensure_room(self, name: str) -> Room:
+        if (cached := self._rooms.get(name)) is not None:
+            return cached
+
         def run() -> Room:
             # no write when it exists: a gateway on a read-only disk still starts
             room = self._room_sync(name)
@@ -613,7 +696,8 @@ class Store:
                 room = self._room_sync(name)
             assert room is not None
             return room
-        return await self._run(run)
+        async with self._changing_rooms():
+            return await self._run(run)
 
     def _room_sync(self, name: str) -> Room | None:
         row = self.db.execute("SELECT * FROM rooms WHERE name = ?", (name,)).fetchone()
@@ -622,7 +706,27 @@ class Store:
         return Room(row["name"], row["created"], bool(row["relay"]), row["hop_limit"])
 
     async def room(self, name: str) -> Room | None:
-        return await self._run(self._room_sync, name)
+        cached = self._rooms.get(name)
+        if cached is not None:
+            return cached
+        generation = self._rooms_generation
+        room = await self._run(self._room_sync, name)
+        if room is not None and generation == self._rooms_generation:
+            self._rooms[name] = room
+        return room
+
+    def _changed_rooms(self) -> None:
+        """Rooms or memberships changed (or may have): forget what was read before."""
+        self._rooms_generation += 1
+        self._rooms.clear()
+        self._members.clear()
+
+    @contextlib.asynccontextmanager
+    async def _changing_rooms(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            self._changed_rooms()
 
     async def rooms(self) -> list[tuple[Room, list[str]]]:
         def run() -> list[tuple[Room, list[str]]]:
@@ -643,11 +747,19 @@ class Store:
                 db.execute("UPDATE rooms SET relay = ? WHERE name = ?", (int(relay), name))
             if hop_limit is not None:
                 db.execute("UPDATE rooms SET hop_limit = ? WHERE name = ?", (hop_limit, name))
-        await self._run(self._write, run)
+        async with self._changing_rooms():
+            await self._run(self._write, run)
 
     async def members(self, room: str) -> list[str]:
-        return await self._run(lambda: [r[0] for r in self.db.execute(
+        cached = self._members.get(room)
+        if cached is not None:
+            return list(cached)
+        generation = self._rooms_generation
+        members = await self._run(lambda: [r[0] for r in self.db.execute(
             "SELECT name FROM members WHERE room = ? ORDER BY name", (room,))])
+        if generation == self._rooms_generation:
+            self._members[room] = members
+        return list(members)
 
     async def rooms_of(self, name: str) -> list[str]:
         return await self._run(lambda: [r[0] for r in self.db.execute(
@@ -660,11 +772,15 @@ class Store:
                 return  # already a member: no write (a read-only disk still serves)
             self._write(lambda db: db.execute(
                 "INSERT OR IGNORE INTO members (room, name) VALUES (?, ?)", (room, name)))
-        await self._run(run)
+        if name in self._members.get(room, ()):
+            return  # a member (as read since the last change): nothing to write
+        async with self._changing_rooms():
+            await self._run(run)
 
     async def leave(self, room: str, name: str) -> None:
-        await self._run(self._write, lambda db: db.execute(
-            "DELETE FROM members WHERE room = ? AND name = ?", (room, name)))
+        async with self._changing_rooms():
+            await self._run(self._write, lambda db: db.execute(
+                "DELETE FROM members WHERE room = ? AND name = ?", (room, name)))
 
     # -- agents ------------------------------------------------------------
 
@@ -695,7 +811,9 @@ class Store:
             db.execute("DELETE FROM members WHERE name = ?", (name,))
             db.execute("DELETE FROM pending WHERE recipient = ?", (name,))
             db.execute("DELETE FROM pending_summaries WHERE recipient = ?", (name,))
-        await self._run(self._write, run)
+            db.execute("DELETE FROM read_cursors WHERE reader = ?", (name,))
+        async with self._changing_rooms():
+            await self._run(self._write, run)
 
 
 # what a full disk, a read-only or vanished directory, a failing device or another

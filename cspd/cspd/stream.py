@@ -54,10 +54,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise BadRequest("since must be an integer") from None
     ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)
 
-    async def send(frame: dict[str, Any]) -> None:
-        await ws.send_str(json.dumps(frame))
-
-    sub = Subscriber(send, agent=agent, room=room, since=since if agent is None else 0)
+    sub = Subscriber(ws.send_str, agent=agent, room=room,
+                     since=since if agent is None else 0, encoded=True)
     if agent is not None:
         check_name(agent)
         sub.tree = identity.registration(request, gw, agent)
@@ -82,7 +80,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             _agent_pid(sub, q.get("pid"))
             # the agent's own credential: its environment carries it, never the token
             hello["credential"] = gw.tokens.issue(agent)
-        await send(hello)
+        await ws.send_str(json.dumps(hello))
         replay = []
         if agent is not None:
             replay = await _agent_backlog(gw, agent)

@@ -77,7 +77,9 @@ class BenchGateway:
                 raise RuntimeError(f"cspd did not serve within {START_TIMEOUT}s")
             await asyncio.sleep(0.05)
 
-    def stop(self) -> None:
+    def stop(self, remove: bool = True) -> None:
+        """Stop ``cspd``; ``remove``: and delete its directories (else they stay, as
+        a stopped gateway's would)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -85,7 +87,8 @@ class BenchGateway:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if remove:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     async def __aenter__(self) -> BenchGateway:
         try:

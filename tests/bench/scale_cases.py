@@ -1,0 +1,245 @@
+"""The gateway's cases of issue 11, each with its target: a room of 50 and of 200
+agents, one idle agent, durable messages per second, cold start, idle memory.
+
+Agents here are real ``csp-sidecar`` processes around the stand-in CLI of
+:mod:`tests.bench.standin` (see :mod:`tests.bench.fleet`); they are started by
+the first case that needs them, grown by the next, and stopped when the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+
+from .coldstart import cold_starts
+from .fleet import Fleet
+from .gateway import BenchGateway
+from .procstat import sample
+from .ptyrun import REPO
+from .registry import Context, Figures, Target, case, percentiles
+
+RATE_ROOM = "rate"
+QUIET_S = 1.0
+FLOOR_IMPORT = "import aiohttp.web"
+
+
+async def _wall(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL)
+    await proc.wait()
+    return time.perf_counter() - t0
+
+
+async def _floor(ctx: Context, loop: str = "asyncio") -> Figures:
+    """What the machine and the framework allow (see :mod:`tests.bench.floor_server`),
+    measured once per run: a bare aiohttp server's idle RSS and requests/s, and the
+    wall time of a Python that only imports aiohttp."""
+    key = f"floor-{loop}"
+    if key in ctx.shared:
+        floor: Figures = ctx.shared[key]
+        return floor
+    path = ctx.gateway.root / f"floor-{loop}.sock"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.floor_server", str(path), cwd=REPO,
+        env={**ctx.gateway.env, "CSP_EVENT_LOOP": loop}, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        await asyncio.wait_for(proc.stdout.readline(), 30)
+        await asyncio.sleep(QUIET_S)
+        rss = sample(proc.pid).rss_kib
+        rate = await _load(ctx.gateway, 8, ctx.n(20_000), socket_path=str(path))
+    finally:
+        proc.kill()
+        await proc.wait()
+    runs = 2 if ctx.quick else 5
+    python = [await _wall([sys.executable, "-c", "pass"]) for _ in range(runs)]
+    imports = [await _wall([sys.executable, "-c", FLOOR_IMPORT]) for _ in range(runs)]
+    floor = ctx.shared[key] = {
+        "rss_mib": round(rss / 1024, 1), "single_req_per_s": rate["msgs_per_s"],
+        "python_ms": round(statistics.median(python) * 1e3, 1),
+        "import_ms": round(statistics.median(imports) * 1e3, 1)}
+    return floor
+
+
+@case("gateway_idle", "cspd's RSS once it serves and is idle (fresh, before any load); "
+                      "beside it a bare aiohttp server's",
+      targets=(Target("idle_rss_mib", 40),))
+async def gateway_idle(ctx: Context) -> Figures:
+    floor = await _floor(ctx)
+    figures: Figures = {"idle_rss_mib": round(ctx.started.rss_kib / 1024, 1),
+                        "idle_rss_kib": ctx.started.rss_kib,
+                        "start_cpu_s": round(ctx.started.cpu_s, 3),
+                        "floor_bare_aiohttp_rss_mib": floor["rss_mib"]}
+    if figures["idle_rss_mib"] > 40:
+        figures["why_missed"] = (
+            f"a bare aiohttp server on the same loop idles at {floor['rss_mib']} MiB here "
+            f"(tests/bench/floor_server.py); cspd is {figures['idle_rss_mib']} MiB")
+    return figures
+
+
+@case("cold_start", "first request to a stopped, socket-activated gateway until its answer "
+                    "(systemd-socket-activate passes the socket as systemd does)",
+      targets=(Target("p50_ms", 300),))
+async def cold_start(ctx: Context) -> Figures:
+    floor = await _floor(ctx)
+    samples = await cold_starts(2 if ctx.quick else 7)
+    figures: Figures = {**percentiles(samples), "harness": "systemd-socket-activate",
+                        "floor_python_ms": floor["python_ms"],
+                        "floor_import_aiohttp_ms": floor["import_ms"]}
+    if figures["p50_ms"] > 300:
+        figures["why_missed"] = (
+            f"a Python that only runs `{FLOOR_IMPORT}` takes {floor['import_ms']} ms here "
+            f"(`python -c pass`: {floor['python_ms']} ms): that much of the "
+            f"{figures['p50_ms']} ms is aiohttp's import, before csp runs")
+    return figures
+
+
+async def _load(gw: BenchGateway, senders: int, count: int, batch: int = 0,
+                socket_path: str | None = None) -> Figures:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.loadgen", socket_path or str(gw.socket),
+        str(gw.token_path), str(senders), str(count), str(batch), RATE_ROOM,
+        cwd=REPO, env=gw.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {err.decode()[-2000:]}")
+    figures: Figures = json.loads(out)
+    return figures
+
+
+async def _rates(ctx: Context, gw: BenchGateway, prefix: str = "") -> Figures:
+    async with gw.client() as c:
+        await c.request("POST", "/v1/rooms", json_body={"name": RATE_ROOM})
+        batches0 = int((await c.health())["store_batches"])
+        cpu0 = gw.sample().cpu_s
+        single = await _load(gw, 8, ctx.n(10_000))
+        batches1 = int((await c.health())["store_batches"])
+        cpu1 = gw.sample().cpu_s
+        batch = await _load(gw, 8, ctx.n(50_000), 100)
+        cpu2 = gw.sample().cpu_s
+    return {
+        f"{prefix}single_messages": single["messages"],
+        f"{prefix}single_msgs_per_s": single["msgs_per_s"],
+        f"{prefix}single_commits_per_msg": round((batches1 - batches0) / single["messages"], 3),
+        f"{prefix}single_gateway_cpu_us_per_msg": round(
+            (cpu1 - cpu0) / single["messages"] * 1e6, 1),
+        f"{prefix}batch_messages": batch["messages"],
+        f"{prefix}batch_msgs_per_s": batch["msgs_per_s"],
+        f"{prefix}batch_gateway_cpu_us_per_msg": round(
+            (cpu2 - cpu1) / batch["messages"] * 1e6, 1)}
+
+
+@case("durable_rate", "durable messages/s (each answered 201 once committed), 8 concurrent "
+                      "senders: one message per POST, and 100 per POST /v1/messages:batch; "
+                      "then the same on uvloop (CSP_EVENT_LOOP=uvloop, not the default)",
+      targets=(Target("single_msgs_per_s", 5000, "min"),
+               Target("batch_msgs_per_s", 20000, "min")))
+async def durable_rate(ctx: Context) -> Figures:
+    figures = await _rates(ctx, ctx.gateway)
+    floor = await _floor(ctx)
+    figures["floor_bare_aiohttp_req_per_s"] = floor["single_req_per_s"]
+    on_uvloop = ""
+    if importlib.util.find_spec("uvloop") is not None:
+        uv = BenchGateway(ctx.gateway.config)
+        uv.env["CSP_EVENT_LOOP"] = "uvloop"
+        async with uv:
+            figures.update(await _rates(ctx, uv, "uvloop_"))
+        uv_floor = await _floor(ctx, "uvloop")
+        figures["uvloop_floor_bare_aiohttp_req_per_s"] = uv_floor["single_req_per_s"]
+        on_uvloop = f" ({uv_floor['single_req_per_s']} on uvloop)"
+    if figures["single_msgs_per_s"] < 5000:
+        figures["why_missed"] = (
+            f"a bare aiohttp server on asyncio's loop answers {floor['single_req_per_s']} "
+            f"requests/s here to the same client{on_uvloop}, with no store, no token, no "
+            "routing (tests/bench/floor_server.py)")
+    return figures
+
+
+def _fleet(ctx: Context) -> Fleet:
+    fleet = ctx.shared.get("fleet")
+    if fleet is None:
+        fleet = ctx.shared["fleet"] = Fleet(ctx.gateway)
+        ctx.cleanups.append(fleet.close)
+    assert isinstance(fleet, Fleet)
+    return fleet
+
+
+async def _fanout(ctx: Context, size: int, rounds: int) -> tuple[Figures, list[float]]:
+    fleet = _fleet(ctx)
+    started = await fleet.grow(size)
+    names = fleet.names[:size]
+    await asyncio.sleep(QUIET_S)  # the start-up has settled
+    samples: list[float] = []
+    pids = fleet.pids()[:size]
+    cpu0, sidecars0 = ctx.gateway.sample().cpu_s, _cpu(pids)
+    t0 = time.monotonic()
+    async with ctx.gateway.client() as c:
+        for i in range(rounds):
+            samples += await fleet.deliver(names, lambda i=i: c.send(
+                ["@all"], f"fan-out {size} round {i}", room=fleet.room))
+    busy, sidecars1 = ctx.gateway.sample(), _cpu(pids)
+    figures: Figures = {"agents": size, "rounds": rounds, "fleet_grow_s": round(started, 1),
+                        **percentiles(samples),
+                        "gateway_rss_mib": round(busy.rss_kib / 1024, 1),
+                        "gateway_cpu_ms_per_round": round((busy.cpu_s - cpu0) / rounds * 1e3, 1),
+                        "gateway_cpu_percent": round(100 * (busy.cpu_s - cpu0)
+                                                     / (time.monotonic() - t0), 1),
+                        # where a round's CPU goes: each sidecar's share of it (typing the
+                        # message in, its state reports, the ack), on 2 cores for all
+                        "sidecar_cpu_ms_per_delivery": round(
+                            (sidecars1 - sidecars0) / (rounds * size) * 1e3, 2)}
+    cores = os.cpu_count() or 1
+    figures["note"] = (
+        f"{size} sidecars x {figures['sidecar_cpu_ms_per_delivery']} ms CPU per delivery / "
+        f"{cores} cores = {size * figures['sidecar_cpu_ms_per_delivery'] / cores:.0f} ms "
+        "before the last agent has had its share: the sidecars' own work bounds the tail")
+    return figures, samples
+
+
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds of these processes so far (those gone count nothing)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += sample(pid).cpu_s
+    return total
+
+
+@case("one_agent", "POST -> the first byte of the paste at one idle agent's PTY (a real "
+                   "sidecar around the stand-in CLI)",
+      targets=(Target("p99_ms", 2),))
+async def one_agent(ctx: Context) -> Figures:
+    fleet = _fleet(ctx)
+    await fleet.grow(1)
+    name = fleet.names[0]
+    samples: list[float] = []
+    async with ctx.gateway.client() as c:
+        for i in range(ctx.n(100)):
+            samples += await fleet.deliver([name], lambda i=i: c.send(
+                [f"@{name}"], f"one agent {i}"))
+    return {**percentiles(samples), "mean_ms": round(statistics.fmean(samples) * 1e3, 3)}
+
+
+@case("fanout_50", "one @all to 50 idle agents: POST -> the paste's first byte at each "
+                   "agent's PTY",
+      targets=(Target("p99_ms", 25),))
+async def fanout_50(ctx: Context) -> Figures:
+    figures, _ = await _fanout(ctx, 3 if ctx.quick else 50, 2 if ctx.quick else 20)
+    return figures
+
+
+@case("fanout_200", "the same to 200 agents; the gateway's RSS and CPU with them",
+      targets=(Target("p99_ms", 100),))
+async def fanout_200(ctx: Context) -> Figures:
+    figures, _ = await _fanout(ctx, 4 if ctx.quick else 200, 2 if ctx.quick else 10)
+    fleet = _fleet(ctx)
+    sidecars = [sample(pid) for pid in fleet.pids()]
+    figures["sidecar_rss_mib_median"] = round(
+        statistics.median(s.rss_kib for s in sidecars) / 1024, 1)
+    return figures
