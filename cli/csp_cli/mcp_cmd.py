@@ -1,107 +1,79 @@
-"""``cspctl mcp``: a stdio MCP server that bridges to the gateway's ``/mcp``.
+"""``cspctl mcp``: the csp group chat as an MCP server on stdio, and its registration.
 
-MCP clients that only speak stdio (most agent CLIs' ``mcpServers`` entries)
-run ``cspctl mcp``; each JSON-RPC line read from stdin is posted to the
-gateway and the answer written back as one line.  The agent's identity comes
-from the connection (the gateway knows the agent's processes and its credential,
-``CSP_AGENT_TOKEN``), never from a tool argument.
+``cspctl mcp`` bridges an MCP client on stdio to the gateway's ``/mcp``
+(:mod:`csp_cli.mcp_bridge`).  Agents that csp starts get it for their run
+without any of this (the sidecar wires it in); ``cspctl mcp install`` registers
+it with a CLI's own configuration for agents started outside csp.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-from typing import Any
 
-import aiohttp
 import click
 from csp_core.client import GatewayClient
 from csp_core.endpoint import speaker
-from csp_core.errors import CspError
 from csp_core.protocol import HUMAN, check_name
 
-from .runner import coro_command
+from .runner import coro_command, edge
 
 MCP_HELP = """Serve the csp group chat to an MCP client over stdio.
 
 \b
-Add it to an agent CLI, e.g. for Claude Code:
-  claude mcp add csp -- cspctl mcp
-Tools: post_message, read_messages, list_agents.  Inside csp-sidecar the
-agent speaks as itself (CSP_AGENT); elsewhere as 'human' or --as NAME.
+Agents started by csp (csp-sidecar, cspctl attach) already have it. For an
+agent CLI started by hand, register it once:
+  cspctl mcp install --for claude     # or codex, gemini; --print to preview
+Tools: send_message, read_messages, list_agents, get_history.  Inside an
+agent csp started, it speaks as that agent; elsewhere as 'human' or --as NAME.
 """
 
 
-@click.command("mcp", help=MCP_HELP)
+@click.group("mcp", help=MCP_HELP, invoke_without_command=True)
 @click.option("--as", "as_name", metavar="NAME", help="Speak as NAME instead of $CSP_AGENT.")
+@click.pass_context
+def mcp(ctx: click.Context, as_name: str | None) -> None:
+    if ctx.invoked_subcommand is None:
+        serve(as_name)
+
+
 @coro_command
-async def mcp(as_name: str | None) -> None:
-    loop = asyncio.get_running_loop()
-    session: str | None = None
+async def serve(as_name: str | None) -> None:
+    from .mcp_bridge import Bridge, write_line
+
     agent = speaker(as_name)
     if agent != HUMAN:
         check_name(agent)  # a bad name fails now, not per tool call
+    loop = asyncio.get_running_loop()
     async with GatewayClient(agent=agent) as client:
+        bridge = Bridge(client, write_line)
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line:
-                return
-            if not line.strip():
-                continue
-            try:
-                request = json.loads(line)
-            except ValueError:
-                _write({"jsonrpc": "2.0", "id": None,
-                        "error": {"code": -32700, "message": "parse error"}})
-                continue
-            answer, session = await _forward(client, request, session)
-            if answer is not None:
-                _write(answer)
+                break
+            await bridge.handle_line(line)
+        await bridge.drain()
 
 
-async def _post(client: GatewayClient, request: Any,
-                session: str | None) -> tuple[int, str | None, Any]:
-    """One POST to ``/mcp`` with the current token: (status, session id, body)."""
-    headers = client.headers()
-    headers["Accept"] = "application/json, text/event-stream"
-    if session:
-        headers["Mcp-Session-Id"] = session
-    async with client.session.post(client.base_url + "/mcp", json=request,
-                                   headers=headers) as resp:
-        session = resp.headers.get("Mcp-Session-Id", session)
-        body = None if resp.status == 202 else await resp.json(content_type=None)
-        return resp.status, session, body
+@mcp.command("install")
+@click.option("--for", "cli_name", required=True,
+              type=click.Choice(["claude", "codex", "gemini"]),
+              help="The agent CLI to register csp with.")
+@click.option("--print", "dry_run", is_flag=True, help="Show what would run; change nothing.")
+@click.option("--remove", is_flag=True, help="Unregister csp instead.")
+@edge
+def install(cli_name: str, dry_run: bool, remove: bool) -> None:
+    """Register csp's MCP server with an agent CLI started outside csp.
 
+    Runs the CLI's own documented command (`claude mcp add --scope user`,
+    `codex mcp add`, `gemini mcp add --scope user`), so the CLI writes its own
+    configuration; --remove runs its `mcp remove`.
+    """
+    from .mcp_install import plan, run_plan
 
-async def _forward(client: GatewayClient, request: Any,
-                   session: str | None) -> tuple[Any, str | None]:
-    try:
-        status, session, body = await _post(client, request, session)
-        if status == 401 and client.refresh_token():
-            # `cspctl token --rotate` while we run: the client reads the new token from
-            # the next request on; this one raced the rotation, and a 401 did nothing
-            status, session, body = await _post(client, request, session)
-        if status == 202:
-            return None, session
-        if status >= 400 and isinstance(body, dict) and "jsonrpc" not in body:
-            raise CspError(str(body.get("message", f"HTTP {status}")))
-        return body, session
-    except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:
-        rid = request.get("id") if isinstance(request, dict) else None
-        unavailable = client.unavailable(exc)
-        return ({"jsonrpc": "2.0", "id": rid,
-                 "error": {"code": -32000, "message": unavailable.message}}
-                if rid is not None else None), session
-    except (CspError, ValueError) as exc:
-        rid = request.get("id") if isinstance(request, dict) else None
-        message = exc.message if isinstance(exc, CspError) else str(exc)
-        if rid is None:
-            return None, session
-        return {"jsonrpc": "2.0", "id": rid,
-                "error": {"code": -32000, "message": f"csp gateway: {message}"}}, session
-
-
-def _write(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    steps = plan(cli_name, remove=remove)
+    if dry_run:
+        for step in steps:
+            click.echo(step.shell())
+        return
+    click.echo(run_plan(steps))

@@ -57,6 +57,8 @@ class Profile:
     # how the CLI reports its turns (hooks, a notify program, a transcript): a table
     # read by csp_sidecar.wiring; empty means the screen is all there is
     reports: dict[str, Any] = field(default_factory=dict)
+    # csp's MCP server for each run of the CLI: a table read by csp_sidecar.mcp_wiring
+    mcp: dict[str, Any] = field(default_factory=dict)
     # capture: screen lines that are the CLI's chrome, and reply markers to strip
     chrome_patterns: tuple[re.Pattern[str], ...] = ()
     reply_markers: tuple[str, ...] = ()
@@ -107,9 +109,9 @@ def parse_profile(name: str, data: dict[str, Any], source: str) -> Profile:
             raise ConfigError(f"{source}: unknown key '{key}'")
         if key.endswith("_patterns"):
             kwargs[key] = _compile(source, key, value)
-        elif key == "reports":
+        elif key in ("reports", "mcp"):
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: 'reports' must be a table")
+                raise ConfigError(f"{source}: '{key}' must be a table")
             kwargs[key] = dict(value)
         elif key == "env":
             if not isinstance(value, dict) or not all(

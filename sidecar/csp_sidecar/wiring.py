@@ -51,6 +51,7 @@ from csp_core.errors import ConfigError
 
 from . import hook_cmd
 from .hooks import SOCKET_ENV, HookSpec
+from .mcp_wiring import mcp_wiring
 from .profiles import Profile
 from .transcript import TranscriptSpec
 
@@ -122,15 +123,49 @@ class Wiring:
         if len(command) <= at:
             return list(command)
         rest = _without(list(command[at + 1:]), self.takes)
-        return [*command[:at + 1], *self.args, *rest]
+        head = [self._assignment(word) for word in command[:at]]
+        return [*head, command[at], *self.args, *rest]
+
+    def _assignment(self, word: str) -> str:
+        """A wrapper's ``VAR=value`` (``env VAR=value cli``) for a variable of ours gets
+        our value: it would otherwise replace ours in the CLI's environment.  Ours was
+        made from theirs (see ``mcp_wiring``: the user's defaults file is merged in)."""
+        name, eq, _ = word.partition("=")
+        if eq and name in self.env and name.isidentifier():
+            return f"{name}={self.env[name]}"
+        return word
 
     def cleanup(self) -> None:
         for path in self.files:
             path.unlink(missing_ok=True)
 
+    def joined(self, other: Wiring) -> Wiring:
+        """This wiring and ``other`` together (``other``'s arguments go first: a
+        variadic flag of ours must not take the user's words, and ours end in a value)."""
+        return Wiring(args=[*other.args, *self.args], env={**self.env, **other.env},
+                      hooks=self.hooks, transcript=self.transcript,
+                      takes=(*self.takes, *other.takes), notes=[*self.notes, *other.notes],
+                      files=[*self.files, *other.files])
 
-def wire(profile: Profile, run: RunFacts) -> Wiring:
-    """The wiring ``profile.reports`` asks for on this run (empty when it asks none)."""
+
+def wire_run(profile: Profile, run: RunFacts) -> Wiring:
+    """Everything this run gets: the turn reports (:func:`wire`) and csp's MCP server
+    (``profile.mcp``, see :mod:`csp_sidecar.mcp_wiring`)."""
+    mcp = mcp_wiring(profile, run.agent, run.env, run.private_dir or run.hook_socket.parent)
+    return wire(profile, run, mcp.allow).joined(
+        Wiring(args=mcp.args, env=mcp.env, files=mcp.files, notes=mcp.notes))
+
+
+def wire(profile: Profile, run: RunFacts, allow: tuple[str, ...] = ()) -> Wiring:
+    """The wiring ``profile.reports`` asks for on this run (empty when it asks none);
+    ``allow``: permission rules for the settings it passes (csp's MCP tools)."""
+    wiring = _reports(profile, run, allow)
+    for note in wiring.notes:
+        log.info("%s: %s", profile.name, note)
+    return wiring
+
+
+def _reports(profile: Profile, run: RunFacts, allow: tuple[str, ...]) -> Wiring:
     reports = profile.reports
     source = f"profile {profile.name}: reports"
     kind = reports.get("kind")
@@ -138,14 +173,10 @@ def wire(profile: Profile, run: RunFacts) -> Wiring:
         return Wiring()
     _check_keys(reports, str(kind), source)
     if kind == "settings_hooks":
-        wiring = _settings_hooks(reports, run, source)
-    elif kind == "notify":
-        wiring = _notify(reports, run, source)
-    else:
-        wiring = _transcript(reports, run, source)
-    for note in wiring.notes:
-        log.info("%s: %s", profile.name, note)
-    return wiring
+        return _settings_hooks(reports, run, source, allow)
+    if kind == "notify":
+        return _notify(reports, run, source)
+    return _transcript(reports, run, source)
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -288,7 +319,8 @@ def _private_file(run: RunFacts, name: str, text: str) -> Path:
 # -- settings_hooks (Claude Code) ------------------------------------------------------
 
 
-def _settings_hooks(reports: Mapping[str, Any], run: RunFacts, source: str) -> Wiring:
+def _settings_hooks(reports: Mapping[str, Any], run: RunFacts, source: str,
+                    allow: tuple[str, ...] = ()) -> Wiring:
     spec = HookSpec.from_reports(reports, source)
     flag = _get(reports, "settings_flag", source)
     mode = reports.get("payload", "stdin")
@@ -299,14 +331,15 @@ def _settings_hooks(reports: Mapping[str, Any], run: RunFacts, source: str) -> W
     env = {SOCKET_ENV: str(run.hook_socket)}
     users = _option_values(list(run.command[1:]), [flag])
     if not users:
-        return Wiring(args=[flag, json.dumps({"hooks": ours}, ensure_ascii=False)], env=env,
+        return Wiring(args=[flag, json.dumps(merge_allow({"hooks": ours}, allow),
+                                             ensure_ascii=False)], env=env,
                       hooks=spec, takes=(Taken((flag,)),))
     try:
         settings = _read_settings(users[-1], run.cwd)
     except (OSError, ValueError) as exc:
         return Wiring(notes=[f"your {flag} {users[-1]!r} cannot be read ({exc}): its hooks "
                              "cannot be combined with csp's, so turns are read off the screen"])
-    merged = merge_hooks(settings, ours)
+    merged = merge_allow(merge_hooks(settings, ours), allow)
     path = _private_file(run, f"{run.agent}.settings.json", json.dumps(merged, ensure_ascii=False))
     return Wiring(args=[flag, str(path)], env=env, hooks=spec, takes=(Taken((flag,)),),
                   files=[path], notes=[f"your {flag} is merged with csp's hooks in {path}"])
@@ -353,6 +386,19 @@ def merge_hooks(settings: dict[str, Any], ours: Mapping[str, list[dict[str, Any]
         existing = hooks.get(label)
         hooks[label] = (list(existing) if isinstance(existing, list) else []) + entries
     return {**settings, "hooks": hooks}
+
+
+def merge_allow(settings: dict[str, Any], allow: Sequence[str]) -> dict[str, Any]:
+    """The settings with permission rules added to ``permissions.allow`` (csp's own
+    MCP tools, so that talking in the chat needs no approval each time)."""
+    if not allow:
+        return settings
+    permissions = settings.get("permissions")
+    permissions = dict(permissions) if isinstance(permissions, dict) else {}
+    theirs = permissions.get("allow")
+    rules = list(theirs) if isinstance(theirs, list) else []
+    permissions["allow"] = rules + [r for r in allow if r not in rules]
+    return {**settings, "permissions": permissions}
 
 
 # -- notify (Codex) --------------------------------------------------------------------
@@ -464,8 +510,9 @@ def transcript_spec(reports: Mapping[str, Any], run: RunFacts, source: str) -> T
 
 
 def validate(profile: Profile) -> None:
-    """Raise ConfigError when ``profile.reports`` cannot be wired (for tests and checks)."""
+    """Raise ConfigError when ``profile.reports`` or ``profile.mcp`` cannot be wired
+    (for tests and checks)."""
     home = Path("/nonexistent-csp-home")
-    wire(profile, RunFacts(profile.name, home / "hook.sock", {"HOME": str(home)},
+    wire_run(profile, RunFacts(profile.name, home / "hook.sock", {"HOME": str(home)},
                            command=[profile.commands[0] if profile.commands else "agent"],
                            private_dir=home))

@@ -18,6 +18,8 @@ events in the order the real API uses (message_start, content_block_start,
 ping, content_block_delta..., content_block_stop, message_delta, message_stop).
 A prompt with a line ``RUN: <command>`` is answered with a Bash tool call, and
 the tool's result with ``TOOL RESULT: <its first line>`` (both count as turns).
+A line ``MCP: <tool> <JSON arguments>`` calls the offered MCP tool whose name ends
+in ``__<tool>`` (``mcp__csp__send_message``) the same way.
 A prompt containing ``take your time`` is held: its stream starts, then waits
 before its first word until the test lets go (``POST /_test/release``, which
 also lets every later such prompt through; ``POST /_test/hold`` holds them
@@ -49,6 +51,7 @@ TURNS_KEY = web.AppKey("turns", list[int])
 _ids = itertools.count(1)
 SLOW_MARK = "take your time"
 RUN_MARK = "RUN:"
+MCP_MARK = "MCP:"
 HOLD_MAX_SECONDS = 120.0
 RELEASE_KEY = web.AppKey("release", asyncio.Event)
 _HEADERS = ("user-agent", "anthropic-version", "anthropic-beta", "x-api-key", "authorization")
@@ -127,12 +130,34 @@ def blocks_for(body: dict[str, Any], turn: int | None = None
         first = (results[0].strip().splitlines() or [""])[0]
         return [{"type": "text", "text": f"TOOL RESULT: {first}"}], "end_turn"
     for line in last_user_text(body).splitlines():
+        if MCP_MARK in line:
+            call = mcp_call(body, line.split(MCP_MARK, 1)[1].strip())
+            if call is not None:
+                return [call], "tool_use"
         if RUN_MARK in line:
             command = line.split(RUN_MARK, 1)[1].strip()
             return [{"type": "tool_use", "id": f"toolu_fake{next(_ids):06d}", "name": "Bash",
                      "input": {"command": command, "description": "Run the requested command"}}
                     ], "tool_use"
     return [{"type": "text", "text": reply_for(body, turn)}], "end_turn"
+
+
+def mcp_call(body: dict[str, Any], spec: str) -> dict[str, Any] | None:
+    """``MCP: <tool> <JSON arguments>`` as a call of the offered tool named
+    ``mcp__<server>__<tool>`` (None when no such tool is offered: then the prompt is
+    answered as text, and a test sees the tool was missing)."""
+    name, _, raw = spec.partition(" ")
+    offered = [str(t.get("name", "")) for t in body.get("tools") or [] if isinstance(t, dict)]
+    full = next((n for n in offered if n.startswith("mcp__") and n.endswith(f"__{name}")),
+                None)
+    if full is None:
+        return None
+    try:
+        arguments = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        arguments = {"text": raw}
+    return {"type": "tool_use", "id": f"toolu_fake{next(_ids):06d}", "name": full,
+            "input": arguments}
 
 
 def _usage(body: dict[str, Any], output: str) -> dict[str, int]:
