@@ -1,7 +1,8 @@
 """``cspctl``: the command group; each verb lives in its own module.
 
-Verbs are imported only when used, so a one-shot ``cspctl send`` does not pay
-for aiohttp, dbus-fast or the chat's terminal code.
+Verbs are imported only when used, so a one-shot ``cspctl history`` does not pay
+for aiohttp, dbus-fast or the chat's terminal code.  A plain ``cspctl send`` does
+not even come here (nor import click): :mod:`csp_cli.entry` posts it itself.
 """
 
 from __future__ import annotations

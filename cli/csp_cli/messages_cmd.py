@@ -26,6 +26,14 @@ with '!' is urgent: agents get it without waiting until they are idle.
 Inside an agent you speak as that agent (the gateway knows its processes),
 otherwise as 'human' or --as a name that is not an online agent's.  Exits 0
 only once the gateway has stored the message.
+
+\b
+  cspctl send @codex "is main green?" --wait        (prints codex's reply)
+  cspctl send @all "status?" --wait --timeout 120 --json
+
+With --wait it then prints each addressed agent's reply to that message (its
+next reply after the message was typed in), labelled when there are several,
+and exits 8 if not all came within --timeout, after printing those that did.
 """
 
 
@@ -35,9 +43,13 @@ only once the gateway has stored the message.
 @click.option("--as", "as_name", metavar="NAME", help="Speak as NAME instead of $CSP_AGENT.")
 @click.option("--urgent", is_flag=True, help="Deliver without waiting for the agents to idle.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored message as JSON.")
+@click.option("--wait", is_flag=True,
+              help="Then print the addressed agents' replies to it (exit 8 on timeout).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True,
+              help="With --wait: seconds to wait for the replies.")
 @edge
 def send(words: tuple[str, ...], room: str | None, as_name: str | None, urgent: bool,
-         as_json: bool) -> None:
+         as_json: bool, wait: bool, timeout: float) -> None:
     agent = sender_name(as_name)
     addresses, rest = split_address_words(list(words))
     if not rest or rest == ["-"]:
@@ -54,10 +66,17 @@ def send(words: tuple[str, ...], room: str | None, as_name: str | None, urgent: 
     body: dict[str, object] = {"to": addresses or ["@all"], "content": text, "urgent": urgent}
     if room:
         body["room"] = room
+    busy: set[str] = set()
+    if wait:  # aiohttp only on this path: plain `send` stays quick to start
+        from .send_wait import agents_with_work, wait_and_report
+        busy = agents_with_work()  # before the message: what is ahead of it
     # one request: the standard-library client keeps `cspctl send` quick to start
     message = Message.from_json(quick.call("POST", f"{API}/messages", body=body,
                                            agent=agent))
-    if as_json:
+    if wait:
+        click.echo(f"sent #{message.id}; waiting for the reply...", err=True)
+        wait_and_report(message, busy, timeout, as_json)
+    elif as_json:
         print_json(message.to_json())
     else:
         click.echo(f"sent #{message.id} to {', '.join('@' + t for t in message.to)} "
@@ -127,19 +146,19 @@ def _check_room(room: str) -> None:
 @coro_command
 async def _follow(room: str | None, since: int, as_json: bool, colour: bool) -> None:
     """Print live messages; when the gateway goes away, say so and pick up where it was."""
-    import asyncio
-
+    from csp_core.backoff import Backoff
     from csp_core.client import GatewayClient  # aiohttp only when following
     from csp_core.errors import GatewayUnavailable
 
-    last, backoff, lost = since, 0.2, False
+    last, backoff, lost = since, Backoff(), False
     while True:
         try:
             async with GatewayClient(timeout=None) as client:  # type: ignore[arg-type]
                 if lost:
                     await client.health()
                     click.echo("cspctl: reconnected", err=True)
-                    lost, backoff = False, 0.2
+                    lost = False
+                    backoff.reset()
                 async for m in client.follow(room=room, since=last):
                     _emit(m, as_json, colour)
                     last = max(last, m.id)
@@ -148,8 +167,7 @@ async def _follow(room: str | None, since: int, as_json: bool, colour: bool) -> 
         if not lost:  # once per outage, not once per attempt
             click.echo("cspctl: the gateway went away; reconnecting...", err=True)
             lost = True
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, 5.0)
+        await backoff.wait()
 
 
 def _emit(m: Message, as_json: bool, colour: bool) -> None:

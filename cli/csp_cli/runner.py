@@ -1,26 +1,33 @@
-"""The edge where errors become exit codes, and the bridge from click to asyncio."""
+"""The edge where errors become exit codes, and the bridge from click to asyncio.
+
+Light to import (no click, no asyncio, no typing at run time): the quick
+``cspctl send`` (:mod:`csp_cli.entry`) reports its errors here too.  asyncio is
+imported only by a command that runs a coroutine: most one-shot commands make
+one blocking request and would pay its import for nothing.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
 
-import click
 from csp_core.endpoint import gateway_address
 from csp_core.errors import CspError, Unauthorized
 from csp_core.paths import token_path
 
-P = ParamSpec("P")
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from typing import Any, NoReturn, ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    T = TypeVar("T")
 
 EXIT_INTERRUPTED = 130
 
 
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"cspctl: {message}", err=True)
+def fail(message: str, code: int = 1) -> NoReturn:
+    sys.stderr.write(f"cspctl: {message}\n")
     sys.exit(code)
 
 
@@ -34,6 +41,8 @@ def explain(exc: CspError) -> str:
 
 def run(coro: Awaitable[T]) -> T:
     """Run a coroutine; a :class:`CspError` becomes a message on stderr and its exit code."""
+    import asyncio
+
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except CspError as exc:

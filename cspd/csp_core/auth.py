@@ -12,22 +12,24 @@ sidecar puts it in the agent's environment, so an agent's ``cspctl`` says who
 it is without the owner's token, on TCP too, where the kernel cannot tell.
 Derived rather than stored, a credential outlives a gateway restart, and
 rotating the owner's token does not strand the agents that are running.
+
+Reading the token is on every ``cspctl`` command's start-up path; the hashing and
+random modules only the gateway and a token's creation need are imported where used.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import os
-import secrets
-from pathlib import Path
 
 from . import paths
 from .endpoint import AGENT_TOKEN_ENV
-from .errors import BadRequest, ConfigError, Forbidden, Unauthorized
-from .protocol import check_name
+from .errors import BadRequest, ConfigError, CspError, Forbidden, Unauthorized
+from .names import check_name
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
 
 AGENT_KEY_FILE = "agent-key"
 CREDENTIAL_PREFIX = "agent."
@@ -42,6 +44,7 @@ def _ensure_secret(path: Path) -> str:
     paths.ensure_private_dir(path.parent)
     if path.exists():
         return read_token(path)
+    import secrets
     # write it aside, then link it into place: link() is exclusive and atomic, so
     # a racing reader never sees a created-but-still-empty token file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -56,10 +59,11 @@ def _ensure_secret(path: Path) -> str:
     return read_token(path)
 
 
-def read_token(path: Path | None = None) -> str:
+def read_token(path: str | Path | None = None) -> str:
     path = path or paths.token_path()
     try:
-        token = path.read_text().strip()
+        with open(path) as fh:
+            token = fh.read().strip()
     except FileNotFoundError:
         raise ConfigError(f"no token at {path}: start the gateway first") from None
     except PermissionError:
@@ -79,7 +83,62 @@ def client_token(path: Path | None = None, *, create: bool = True) -> str:
     credential = os.environ.get(AGENT_TOKEN_ENV, "").strip()
     if credential:
         return credential
+    if path is None:  # as a rule the token is there: read it by name (see paths)
+        with contextlib.suppress(ConfigError):
+            return read_token(os.path.join(paths.runtime_base(), paths.TOKEN_NAME))
     return ensure_token(path) if create else read_token(path)
+
+
+class Bearer:
+    """What a long-lived client (``cspctl chat``, a sidecar) sends as its bearer.
+
+    Re-read whenever the token file changes: such a client must not hold on to a
+    token that ``cspctl token --rotate`` replaced (a stat per request is cheap next
+    to the request); a file briefly missing keeps the token it has.  A token given
+    up front, or an agent's credential once issued, is never re-read.
+    """
+
+    def __init__(self, token: str | None = None, token_path: Path | None = None, *,
+                 create: bool = True) -> None:
+        self._token = token
+        self._fixed = token is not None
+        self._stamp: tuple[int, int] | None = None  # the token file's, when last read
+        self._path = token_path
+        self._create = create
+
+    def value(self) -> str:
+        if self._fixed and self._token is not None:
+            return self._token
+        stamp = self._file_stamp()
+        if self._token is None or (stamp is not None and stamp != self._stamp):
+            # inside an agent, the agent's credential; else the owner's token
+            self._token = client_token(self._path, create=self._create)
+            self._stamp = self._file_stamp()
+        return self._token
+
+    def refresh(self) -> bool:
+        """Re-read the token now (after a 401); True when it changed, i.e. worth a retry."""
+        if self._fixed:
+            return False
+        before, self._stamp = self._token, None
+        self._token = None
+        try:
+            return self.value() != before
+        except CspError:
+            self._token = before
+            return False
+
+    def use_credential(self, credential: str) -> None:
+        """From now on the agent's credential, which the gateway issued."""
+        self._token = credential
+        self._fixed = True
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self._path or paths.token_path()).stat()
+        except (OSError, CspError):
+            return None
+        return (st.st_ino, st.st_mtime_ns)
 
 
 def agent_key_path(token_path: Path | None = None) -> Path:
@@ -93,6 +152,10 @@ def ensure_agent_key(token_path: Path | None = None) -> str:
 
 def agent_credential(name: str, key: str) -> str:
     """The credential of agent ``name``: only a holder of ``key`` can make it."""
+    import base64
+    import hashlib
+    import hmac
+
     mac = hmac.new(key.encode(), f"csp-agent:{name}".encode(), hashlib.sha256).digest()
     return f"{CREDENTIAL_PREFIX}{name}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
@@ -112,6 +175,8 @@ def credential_name(value: str) -> str | None:
 
 def rotate_token(path: Path | None = None) -> str:
     """Replace the token atomically; every client must re-read it."""
+    import secrets
+
     path = path or paths.token_path()
     paths.ensure_private_dir(path.parent)
     tmp = path.with_name(f".token.{os.getpid()}")
@@ -131,6 +196,9 @@ class TokenChecker:
         self._stamp: tuple[int, int] | None = None
         self._token = b""
         self._key: str | None = None  # read (or made) when first needed
+        import hmac  # the gateway's only: see the module docstring
+
+        self._same = hmac.compare_digest  # constant time
         self.refresh()
 
     def refresh(self) -> None:
@@ -154,7 +222,7 @@ class TokenChecker:
             raise Unauthorized("wrong token")
         # header text may carry undecodable bytes as surrogates: compare them as bytes
         raw = value.strip().encode("utf-8", "surrogatepass")
-        if hmac.compare_digest(raw, self._token):
+        if self._same(raw, self._token):
             return None
         name = self._credential_agent(value.strip())
         if name is None:
@@ -188,7 +256,7 @@ class TokenChecker:
         if key is None:  # no credential was ever issued
             return None
         good = agent_credential(name, key).encode()
-        if hmac.compare_digest(value.encode("utf-8", "surrogatepass"), good):
+        if self._same(value.encode("utf-8", "surrogatepass"), good):
             return name
         return None
 

@@ -7,11 +7,22 @@ digit; only ``-`` is not allowed in a bus name element, and becomes ``_``.  That
 mapping is not one-to-one (``a-b`` and ``a_b`` share a bus name): the second
 sidecar is refused the name, like any other duplicate.  The agent's real name
 is always the ``Name`` property.
+
+Where the session bus is (:func:`session_bus_address`) is here too, apart from
+:mod:`csp_core.sessionbus`: a process looks for a bus before it imports a D-Bus
+library (several MiB) to talk to one.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+
 from .errors import Conflict, NotFound
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 AGENT_PREFIX = "io.csp.Agent"
 OBJECT_PATH = "/io/csp/Agent"
@@ -58,3 +69,20 @@ class NotOnBus(NotFound):
     """The agent's bus name has no owner: its sidecar is not running (on this bus)."""
 
     code = "not_on_bus"
+
+
+def session_bus_address(env: Mapping[str, str] | None = None) -> str | None:
+    """``$DBUS_SESSION_BUS_ADDRESS``, else systemd's ``$XDG_RUNTIME_DIR/bus`` socket."""
+    env = os.environ if env is None else env
+    address = env.get("DBUS_SESSION_BUS_ADDRESS")
+    if address:
+        return address
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime:
+        path = os.path.join(runtime, "bus")
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                return f"unix:path={path}"
+        except OSError:
+            pass
+    return None

@@ -15,8 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from . import paths
-from .auth import client_token
+from .auth import Bearer
 from .endpoint import (
     AGENT_ENV,
     AGENT_TOKEN_ENV,
@@ -40,11 +39,7 @@ class GatewayClient:
                  create_token: bool = True, timeout: float = 30.0) -> None:
         self.address = address or gateway_address()
         self.agent = agent
-        self._token = token
-        self._fixed = token is not None  # a token given here is never re-read
-        self._stamp: tuple[int, int] | None = None  # the token file's, when last read
-        self._token_path = token_path
-        self._create_token = create_token
+        self._bearer = Bearer(token, token_path, create=create_token)
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
@@ -57,46 +52,17 @@ class GatewayClient:
         return "http://localhost" if self.is_unix else self.address.rstrip("/")
 
     def token(self) -> str:
-        """The bearer to send, re-read whenever the token file changes.
-
-        A long-lived client (``cspctl chat``, ``cspctl mcp``, a sidecar) must
-        not hold on to a token that ``cspctl token --rotate`` replaced; a stat
-        per request is cheap next to the request.  A file that is briefly
-        missing keeps the token we have.
-        """
-        if self._fixed and self._token is not None:
-            return self._token
-        stamp = self._file_stamp()
-        if self._token is None or (stamp is not None and stamp != self._stamp):
-            # inside an agent, the agent's credential; else the owner's token
-            self._token = client_token(self._token_path, create=self._create_token)
-            self._stamp = self._file_stamp()
-        return self._token
+        """The bearer to send, re-read whenever the token file changes (see Bearer)."""
+        return self._bearer.value()
 
     def refresh_token(self) -> bool:
         """Re-read the token now (after a 401); True when it changed, i.e. worth a retry."""
-        if self._fixed:
-            return False
-        before, self._stamp = self._token, None
-        self._token = None
-        try:
-            return self.token() != before
-        except CspError:
-            self._token = before
-            return False
-
-    def _file_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = (self._token_path or paths.token_path()).stat()
-        except (OSError, CspError):
-            return None
-        return (st.st_ino, st.st_mtime_ns)
+        return self._bearer.refresh()
 
     def use_credential(self, credential: str) -> None:
         """Authenticate further requests with an agent's credential (a sidecar, once
         the gateway issued it: on TCP only that tells the gateway who is speaking)."""
-        self._token = credential
-        self._fixed = True
+        self._bearer.use_credential(credential)
 
     def headers(self) -> dict[str, str]:
         h = {"Authorization": f"Bearer {self.token()}"}

@@ -9,7 +9,7 @@ import os
 
 from . import paths
 from .errors import Forbidden
-from .protocol import HUMAN, check_name
+from .names import HUMAN, check_name
 
 GATEWAY_ENV = "CSP_GATEWAY"
 AGENT_ENV = "CSP_AGENT"
@@ -20,7 +20,7 @@ ROOM_ENV = "CSP_ROOM"
 
 def gateway_address() -> str:
     """``$CSP_GATEWAY`` (a socket path or ``http://127.0.0.1:PORT``), else the user's socket."""
-    return os.environ.get(GATEWAY_ENV) or str(paths.socket_path())
+    return os.environ.get(GATEWAY_ENV) or os.path.join(paths.runtime_base(), paths.SOCKET_NAME)
 
 
 def default_identity() -> str:

@@ -9,7 +9,10 @@ meaning on both sides of the socket.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see csp_core)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 
 class CspError(Exception):

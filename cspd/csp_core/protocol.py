@@ -2,7 +2,8 @@
 
 Every part of csp speaks these shapes.  A message shown as JSON anywhere (the
 API, ``--json``) has at least ``id``, ``room``, ``from``, ``to``, ``kind``,
-``content`` and ``ts``.
+``content`` and ``ts``.  Names and address words are defined in :mod:`csp_core.names`
+(light enough for a one-shot client) and re-exported here.
 """
 
 from __future__ import annotations
@@ -13,36 +14,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import BadRequest
+from .names import ALL as ALL
+from .names import API as API
+from .names import HUMAN as HUMAN
+from .names import IDENTITY_HEADER as IDENTITY_HEADER
+from .names import RESERVED_NAMES as RESERVED_NAMES
+from .names import check_name as check_name
+from .names import split_address_words as split_address_words
 from .sanitize import is_sender_tag, visible_text
 
-API = "/v1"
-HUMAN = "human"
-ALL = "all"
 KINDS = ("chat", "direct", "system", "output")
-IDENTITY_HEADER = "X-CSP-Agent"
-
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-RESERVED_NAMES = frozenset({ALL, "system", "room", "everyone"})
 
 
 def now_iso() -> str:
     """Current time, ISO 8601 UTC with milliseconds and a ``Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def check_name(name: str, what: str = "agent name") -> str:
-    """Agent and room names: lowercase, start with a letter, at most 32 characters.
-
-    The rule keeps names safe in D-Bus bus names, tmux targets and file names.
-    """
-    if not isinstance(name, str) or not _NAME.fullmatch(name):  # '$' alone allows 'a\n'
-        raise BadRequest(
-            f"invalid {what} {name!r}: use 1-32 characters a-z, 0-9, '-' or '_', "
-            "starting with a letter"
-        )
-    if what == "agent name" and name in RESERVED_NAMES:
-        raise BadRequest(f"{name!r} is reserved and cannot be an agent name")
-    return name
 
 
 @dataclass(frozen=True)
@@ -120,15 +106,6 @@ def parse_targets(words: list[str]) -> Targets:
     if not targets.names:
         targets.everyone = True
     return targets
-
-
-def split_address_words(args: list[str]) -> tuple[list[str], list[str]]:
-    """Split leading ``@x``/``#x`` words from the rest (the text) of a command line."""
-    addresses: list[str] = []
-    rest = list(args)
-    while rest and len(rest[0]) > 1 and rest[0][0] in "@#" and " " not in rest[0]:
-        addresses.append(rest.pop(0))
-    return addresses, rest
 
 
 MENTION = re.compile(r"(?<![\w@])@([a-z][a-z0-9_-]{0,31})\b")

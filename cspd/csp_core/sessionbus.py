@@ -10,8 +10,6 @@ without its bus object, cspctl goes through the gateway).
 from __future__ import annotations
 
 import asyncio
-import os
-import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +18,7 @@ from dbus_fast.aio import MessageBus
 
 from . import errors
 from .busnames import ERROR_PREFIX, INTERFACE, OBJECT_PATH, NotOnBus
+from .busnames import session_bus_address as session_bus_address
 from .errors import CspError
 
 DBUS = "org.freedesktop.DBus"
@@ -38,23 +37,6 @@ class BusUnavailable(CspError):
     """There is no session bus to talk to (not configured, or not answering)."""
 
     code = "no_session_bus"
-
-
-def session_bus_address(env: Mapping[str, str] | None = None) -> str | None:
-    """``$DBUS_SESSION_BUS_ADDRESS``, else systemd's ``$XDG_RUNTIME_DIR/bus`` socket."""
-    env = os.environ if env is None else env
-    address = env.get("DBUS_SESSION_BUS_ADDRESS")
-    if address:
-        return address
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime:
-        path = os.path.join(runtime, "bus")
-        try:
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                return f"unix:path={path}"
-        except OSError:
-            pass
-    return None
 
 
 async def connect(address: str | None = None, timeout: float = CALL_TIMEOUT) -> MessageBus:

@@ -183,8 +183,7 @@ class Delivery:
         decision = decide(self._facts(), self.profile, self.queue.items[0].urgent)
         self._set_reason(decision.reason)
         if decision.go:
-            self.typing = True
-            self._task = asyncio.get_running_loop().create_task(self._type_next())
+            self._type_next()
         elif decision.retry_in is not None:
             self._arm(decision.retry_in)
 
@@ -208,15 +207,36 @@ class Delivery:
 
     # -- typing --------------------------------------------------------------
 
-    async def _type_next(self) -> None:
+    def _type_next(self) -> None:
+        """Type the next batch in: its paste now, in this call, the submit key later.
+
+        The paste is written before this returns, not from a task: a task would start
+        only after everything else the loop has ready (at a turn's end, the reply's
+        posting and the screen's update: some 10 ms), and a turn's end to the next
+        prompt is a latency csp promises (<= 50 ms).  The submit key follows from a
+        task, after the profile's delay.
+        """
+        self.typing = True
         try:
             batch = take_batch(self.queue.items, self.profile)
             keys = keystrokes_for(batch, self.profile, self.agent, self._bracketed())
             if keys is None:  # nothing would show: nothing to type, nothing to wait for
                 self.queue.remove(batch)
-                await self._ack([m.id for m in batch if m.id > 0])
-                return
-            await self._type(batch, keys)
+                rest = self._ack([m.id for m in batch if m.id > 0])
+            else:
+                self._paste(batch, keys)
+                rest = self._submit(batch, keys)
+        except Exception:
+            log.exception("typing a message in failed")
+            self.typing = False
+            self._on_change()
+            asyncio.get_running_loop().call_soon(self.kick)  # not from inside kick
+            return
+        self._task = asyncio.get_running_loop().create_task(self._finish(rest))
+
+    async def _finish(self, rest: Awaitable[object]) -> None:
+        try:
+            await rest
         except Exception:
             log.exception("typing a message in failed")
         finally:
@@ -225,14 +245,22 @@ class Delivery:
             if not self.closed:
                 self.kick()
 
-    async def _type(self, batch: list[Message], keys: Keystrokes) -> None:
-        ids = [m.id for m in batch if m.id > 0]
+    def _paste(self, batch: list[Message], keys: Keystrokes) -> None:
+        """Journal the batch, hold the human's keys back, write the paste."""
+        log.debug("typing in message(s) %s", [m.id for m in batch])
         self.journal.typing(batch)
         self._hold()
         try:
             self._on_typed(keys)
             self._write(keys.payload)
-            # the submit key must arrive as its own write, after the CLI took the paste
+        except BaseException:
+            self._release()
+            raise
+
+    async def _submit(self, batch: list[Message], keys: Keystrokes) -> None:
+        """The submit key, as its own write once the CLI took the paste; then the records."""
+        ids = [m.id for m in batch if m.id > 0]
+        try:
             await asyncio.sleep(self.profile.submit_delay_ms / 1000)
             if self.closed:
                 return

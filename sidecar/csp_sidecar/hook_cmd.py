@@ -25,12 +25,14 @@ sidecar never delays it.
 Speed matters (this runs inside every turn), so this file uses the standard
 library only and imports nothing of csp: the wiring runs it as
 ``python3 -I -S hook_cmd.py`` (no site, no user paths); it also works as the
-console script ``csp-hook``.
+console script ``csp-hook``.  It calls the ``posix`` module directly: without
+``site``, importing ``os`` (and the abstract base classes it needs) would be a
+fifth of the interpreter's whole start.
 """
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 MAGIC = b"CSPHOOK1 "
@@ -85,7 +87,7 @@ def read_stdin(deadline_s: float) -> bytes:
         left = end - time.monotonic()
         if left <= 0 or not select.select([0], [], [], left)[0]:
             break
-        chunk = os.read(0, 65536)
+        chunk = posix.read(0, 65536)
         if not chunk:
             break
         chunks.append(chunk)
@@ -98,7 +100,7 @@ def stdin_payload() -> bytes | None:
     import select
 
     try:
-        if os.isatty(0) or not select.select([0], [], [], STDIN_PEEK)[0]:
+        if posix.isatty(0) or not select.select([0], [], [], STDIN_PEEK)[0]:
             return None
     except (OSError, ValueError):
         return None
@@ -119,18 +121,23 @@ def split(args: Args) -> tuple[bytes, list[str]]:
         return from_stdin, chained
     if chained:
         # Codex: PROG ARG... were ours to pass on; the JSON it appended is the last one
-        return os.fsencode(chained[-1]), chained if len(chained) > 1 else []
-    return (os.fsencode(rest[-1]) if rest else b""), []
+        return _fsencode(chained[-1]), chained if len(chained) > 1 else []
+    return (_fsencode(rest[-1]) if rest else b""), []
+
+
+def _fsencode(text: str) -> bytes:
+    """``os.fsencode``: an argument back to the bytes it came from."""
+    return text.encode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 
 def start_detached(argv: list[str]) -> None:
     """Start ``argv`` in its own session with stdio on /dev/null; never wait for it."""
-    null = os.devnull
-    actions = [(os.POSIX_SPAWN_OPEN, 0, null, os.O_RDONLY, 0),
-               (os.POSIX_SPAWN_OPEN, 1, null, os.O_WRONLY, 0),
-               (os.POSIX_SPAWN_OPEN, 2, null, os.O_WRONLY, 0)]
+    null = "/dev/null"
+    actions = [(posix.POSIX_SPAWN_OPEN, 0, null, posix.O_RDONLY, 0),
+               (posix.POSIX_SPAWN_OPEN, 1, null, posix.O_WRONLY, 0),
+               (posix.POSIX_SPAWN_OPEN, 2, null, posix.O_WRONLY, 0)]
     try:
-        os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions, setsid=True)
+        posix.posix_spawnp(argv[0], argv, posix.environ, file_actions=actions, setsid=True)
     except NotImplementedError:  # a libc without POSIX_SPAWN_SETSID
         _fork_detached(argv)
     except OSError:
@@ -138,6 +145,8 @@ def start_detached(argv: list[str]) -> None:
 
 
 def _fork_detached(argv: list[str]) -> None:
+    import os  # a rare libc: here the cost of os does not matter
+
     if os.fork() != 0:
         return
     try:
@@ -173,7 +182,8 @@ def run(argv: list[str]) -> None:
     payload, chained = split(args)
     if chained:
         start_detached(chained)
-    path = args.socket or os.environ.get(SOCKET_ENV, "")
+    path = args.socket or posix.environ.get(SOCKET_ENV.encode(), b"").decode(
+        sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
     if path:
         send(path, args.label, payload)
 
@@ -183,7 +193,7 @@ def main() -> None:
     try:
         run(sys.argv[1:])
     finally:
-        os._exit(0)  # whatever happened (an exception dies here): a hook never fails a turn
+        posix._exit(0)  # whatever happened (an exception dies here): a hook never fails a turn
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ typing a message and acknowledging it the sidecar may die (kill -9, a closed
 pane); its record of what it typed must outlive it, or the replay types the
 message again.  So before typing, the sidecar appends ``typing`` with the
 messages; right after the submit key, ``submitted``; when the CLI's turn on it
-ends, ``answered``.  Each record is one JSON line, flushed and fsynced
-before the sidecar goes on.
+ends, ``answered``.  Each record is one JSON line, written before the sidecar
+goes on; ``submitted`` and ``answered`` are fsynced too.  ``typing`` is not: it
+matters only once ``submitted`` follows it, whose fsync (same file) makes it
+durable as well, and it is written as a turn's end waits to type the next prompt.
 
 On start, :meth:`Journal.recover` tells:
 
@@ -117,13 +119,14 @@ class Journal:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
         self._records = len(records)
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, record: dict[str, Any], sync: bool = True) -> None:
         if self._fd is None:
             self.open()
         assert self._fd is not None
         try:
             os.write(self._fd, (json.dumps(record) + "\n").encode())
-            os.fsync(self._fd)
+            if sync:
+                os.fsync(self._fd)
         except OSError as exc:  # a full runtime dir: say so, keep serving the agent
             log.warning("journal %s: %s", self.path, exc)
         self._records += 1
@@ -132,7 +135,8 @@ class Journal:
 
     def typing(self, messages: list[Message]) -> None:
         ids = [m.id for m in messages]
-        self._append({"op": "typing", "ids": ids, "messages": [m.to_json() for m in messages]})
+        self._append({"op": "typing", "ids": ids, "messages": [m.to_json() for m in messages]},
+                     sync=False)  # see the module docstring
 
     def submitted(self, ids: list[int]) -> None:
         self._append({"op": "submitted", "ids": ids})

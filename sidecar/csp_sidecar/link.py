@@ -8,6 +8,10 @@ the agent on TCP too.  Captured output is
 posted over HTTP from an ordered outbox, so output produced while the gateway
 is away is shared afterwards, in order.  When the gateway goes away the link
 reconnects with backoff; the agent keeps working meanwhile.
+
+The client is :mod:`csp_core.streamclient` (standard library), not aiohttp: a
+sidecar at rest is mostly the modules it imported, and aiohttp's alone would be
+more than half of it.
 """
 
 from __future__ import annotations
@@ -20,16 +24,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 from csp_core.auth import agent_credential, ensure_agent_key
-from csp_core.client import GatewayClient
+from csp_core.backoff import Backoff
 from csp_core.errors import Conflict, CspError, GatewayUnavailable, RateLimited, Unauthorized
 from csp_core.protocol import Message
+from csp_core.streamclient import StreamClient, WebSocket
 
 log = logging.getLogger("csp_sidecar.link")
 
-BACKOFF_START = 0.2
-BACKOFF_MAX = 5.0
 HELLO_TIMEOUT = 10.0
 
 
@@ -53,8 +55,8 @@ class GatewayLink:
         self.connected = asyncio.Event()
         self.outbox: deque[str] = deque()
         self._outbox_ready = asyncio.Event()
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._client: GatewayClient | None = None
+        self._ws: WebSocket | None = None
+        self._client: StreamClient | None = None
         self._state: dict[str, Any] = {}
         self._stopping = False
         self.last_error: str | None = None
@@ -63,8 +65,7 @@ class GatewayLink:
     # -- connecting ----------------------------------------------------------
 
     async def _open(self) -> None:
-        client = GatewayClient(self.address, agent=self.name, timeout=30.0)
-        await client.__aenter__()
+        client = StreamClient(self.address, agent=self.name, timeout=30.0)
         try:
             extra = {"profile": self.profile, "command": self.command}
             if self.pid:
@@ -72,12 +73,8 @@ class GatewayLink:
             ws = await client.stream(agent=self.name, room=self.room, extra=extra)
             hello = await self._await_hello(ws)
         except Conflict:
-            await client.close()
             raise NameTaken(f"an agent named {self.name!r} is already online; "
                             "pick another --name") from None
-        except BaseException:
-            await client.close()
-            raise
         credential = hello.get("credential")
         if isinstance(credential, str) and credential:
             self.credential = credential
@@ -88,17 +85,17 @@ class GatewayLink:
         if self._state:
             await self._send(self._state)
 
-    async def _await_hello(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    async def _await_hello(self, ws: WebSocket) -> dict[str, Any]:
         """The gateway registers the agent, then says hello: only then is it addressable."""
         try:
-            msg = await ws.receive(timeout=HELLO_TIMEOUT)
+            text = await ws.receive(timeout=HELLO_TIMEOUT)
         except TimeoutError:
             await ws.close()
             raise GatewayUnavailable("the gateway did not greet the sidecar") from None
         frame: Any = None
-        if msg.type == aiohttp.WSMsgType.TEXT:
+        if text is not None:
             with contextlib.suppress(ValueError):
-                frame = json.loads(msg.data)
+                frame = json.loads(text)
         if isinstance(frame, dict) and frame.get("type") == "hello":
             return frame
         await ws.close()
@@ -126,33 +123,26 @@ class GatewayLink:
 
     async def run(self) -> None:
         """Read frames for as long as the sidecar lives, reconnecting as needed."""
-        backoff = BACKOFF_START
+        backoff = Backoff()
         while not self._stopping:
             if self._ws is None:
                 try:
                     await self._open()
-                    backoff = BACKOFF_START
-                except NameTaken as exc:
-                    self.last_error = exc.message
-                except Unauthorized as exc:
-                    self.last_error = exc.message
-                except CspError as exc:
+                    backoff.reset()
+                except CspError as exc:  # a taken name, a refused token, no gateway
                     self.last_error = exc.message
                 if self._ws is None:
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    await backoff.wait()
                     continue
             await self._read()
             await self._drop()
 
     async def _read(self) -> None:
         assert self._ws is not None
-        with contextlib.suppress(aiohttp.ClientError, ConnectionError):
-            async for msg in self._ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    break
+        with contextlib.suppress(ConnectionError):
+            async for text in self._ws:
                 try:
-                    frame = json.loads(msg.data)
+                    frame = json.loads(text)
                 except ValueError:
                     continue
                 self._dispatch(frame)
@@ -173,14 +163,11 @@ class GatewayLink:
 
     async def _drop(self) -> None:
         self.connected.clear()
-        ws, client = self._ws, self._client
+        ws = self._ws
         self._ws, self._client = None, None
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.close()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -195,7 +182,7 @@ class GatewayLink:
         try:
             await ws.send_str(json.dumps(frame))
             return True
-        except (aiohttp.ClientError, ConnectionError, RuntimeError):
+        except (ConnectionError, RuntimeError):
             return False
 
     async def ack(self, ids: list[int]) -> bool:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import click
 from csp_core import __version__, paths
+from csp_core.busnames import session_bus_address
 from csp_core.errors import BadRequest, CspError
 from csp_core.protocol import check_name
 
@@ -54,7 +55,17 @@ class BusExport(Protocol):
 
 
 async def _export_on_bus(sidecar: Sidecar) -> BusExport | None:
-    """Claim the agent's D-Bus name (None when there is no session bus)."""
+    """Claim the agent's D-Bus name (None when there is no session bus).
+
+    Without a bus the D-Bus library is never imported: it would hold some 7 MiB of
+    the sidecar's memory for nothing.
+    """
+    if session_bus_address() is None:
+        logging.getLogger("csp_sidecar.dbus").warning(
+            "no session bus: DBUS_SESSION_BUS_ADDRESS is not set and $XDG_RUNTIME_DIR/bus "
+            "does not exist; running without D-Bus (presence falls back to the gateway "
+            "connection)")
+        return None
     try:
         from . import dbus_service
     except ImportError:

@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from csp_core.client import AGENT_ENV, AGENT_TOKEN_ENV, GATEWAY_ENV, ROOM_ENV, gateway_address
+from csp_core.endpoint import AGENT_ENV, AGENT_TOKEN_ENV, GATEWAY_ENV, ROOM_ENV, gateway_address
 from csp_core.protocol import HUMAN, Message, now_iso
 
 from .agent_process import AgentProcess
@@ -50,7 +50,7 @@ from .screen import ScreenModel
 from .state import StatePublisher
 from .terminal import get_size, is_tty, raw_mode
 from .transcript import TranscriptFollower
-from .wiring import RunFacts, Wiring, wire
+from .wiring import RunFacts, Wiring, wire_run
 
 log = logging.getLogger("csp_sidecar")
 
@@ -374,6 +374,9 @@ class Sidecar:
             if event.prompt:
                 self.delivery.confirm(event.prompt)
             self.readiness.note_report(TURN_IDLE)
+            # the next prompt first: the reply's posting and the journal can wait a moment,
+            # the agent's next turn is the latency that shows
+            self.delivery.kick()
             if event.reply and event.reply.strip():
                 self._share_reply(event.reply)
             self.delivery.turn_ended()
@@ -425,7 +428,7 @@ class Sidecar:
             return None
         env = env_after_wrappers(
             self.command, {**apply_to_env(self.profile_obj, os.environ), **self.options.env})
-        wiring = wire(self.profile_obj, RunFacts(
+        wiring = wire_run(self.profile_obj, RunFacts(
             agent=self.name, hook_socket=socket_path(self.name), env=env,
             command=self.command, cwd=self.options.cwd or os.getcwd(), session=self.session))
         for note in wiring.notes:
