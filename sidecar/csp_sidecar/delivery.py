@@ -167,8 +167,8 @@ class Delivery:
                 m.id == message.id for m in self.pending.batch)):
             return
         self.queue.add(message)
+        self.kick()  # type first (when it may), tell the world after
         self._on_change()
-        self.kick()
 
     # -- the decision --------------------------------------------------------
 

@@ -28,13 +28,14 @@ typing into the unknown is the failure this module exists to prevent.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .command import SHELLS, locate, program_name
+from .command import SHELLS, Located, locate, program_name
 from .profiles import Profile, match_profile
 
 EDITORS = frozenset({"vim", "vi", "nvim", "view", "vimdiff", "nano", "pico", "emacs",
@@ -133,11 +134,18 @@ class Identity:
         return not self.never_agent and bool(({self.name} | self.aliases) & expected)
 
 
+@functools.lru_cache(maxsize=64)
+def _locate(argv: tuple[str, ...]) -> Located:
+    """:func:`locate`, remembered: the same few command lines are asked about before
+    every message."""
+    return locate(list(argv))
+
+
 def identify(pid: int, proc: str = "/proc") -> Identity:
     """Name process ``pid`` (its argv walked through wrappers and interpreters)."""
     argv = read_argv(pid, proc)
     exe, comm = _exe_name(pid, proc), _comm(pid, proc)
-    located = locate(argv)
+    located = _locate(tuple(argv))
     if located.index is not None:
         name = located.name
     else:

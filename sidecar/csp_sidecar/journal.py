@@ -5,10 +5,13 @@ typing a message and acknowledging it the sidecar may die (kill -9, a closed
 pane); its record of what it typed must outlive it, or the replay types the
 message again.  So before typing, the sidecar appends ``typing`` with the
 messages; right after the submit key, ``submitted``; when the CLI's turn on it
-ends, ``answered``.  Each record is one JSON line, written before the sidecar
-goes on; ``submitted`` and ``answered`` are fsynced too.  ``typing`` is not: it
-matters only once ``submitted`` follows it, whose fsync (same file) makes it
-durable as well, and it is written as a turn's end waits to type the next prompt.
+ends, ``answered``.  Each record is one JSON line, written (``write(2)``) before
+the sidecar goes on, and never fsynced: what it guards against is the *process*
+dying, and a write survives that in the page cache.  Only the machine going down
+loses it, and that takes the agent CLI, its terminal and what was typed into it
+along (the runtime dir is a tmpfs that goes too): a message typed again into a new
+agent after a reboot is not typed twice.  An fsync would cost each delivery a disk
+flush on the event loop, with every agent of a fan-out waiting its turn.
 
 On start, :meth:`Journal.recover` tells:
 
@@ -112,21 +115,18 @@ class Journal:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, "".join(json.dumps(r) + "\n" for r in records).encode())
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
         self._records = len(records)
 
-    def _append(self, record: dict[str, Any], sync: bool = True) -> None:
+    def _append(self, record: dict[str, Any]) -> None:
         if self._fd is None:
             self.open()
         assert self._fd is not None
         try:
             os.write(self._fd, (json.dumps(record) + "\n").encode())
-            if sync:
-                os.fsync(self._fd)
         except OSError as exc:  # a full runtime dir: say so, keep serving the agent
             log.warning("journal %s: %s", self.path, exc)
         self._records += 1
@@ -135,8 +135,7 @@ class Journal:
 
     def typing(self, messages: list[Message]) -> None:
         ids = [m.id for m in messages]
-        self._append({"op": "typing", "ids": ids, "messages": [m.to_json() for m in messages]},
-                     sync=False)  # see the module docstring
+        self._append({"op": "typing", "ids": ids, "messages": [m.to_json() for m in messages]})
 
     def submitted(self, ids: list[int]) -> None:
         self._append({"op": "submitted", "ids": ids})

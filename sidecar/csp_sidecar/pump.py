@@ -47,6 +47,7 @@ class Pump:
         self.on_output = on_output
         self.on_closed = on_closed
         self._to_child = bytearray()
+        self._writer_armed = False  # the loop watches the PTY for room to write the rest
         self._held: bytearray | None = None
         self._closed = False
 
@@ -74,18 +75,21 @@ class Pump:
         self._flush()
 
     def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._to_child:
             try:
                 n = os.write(self.child_fd, self._to_child)
             except BlockingIOError:
-                loop.add_writer(self.child_fd, self._flush)
+                if not self._writer_armed:
+                    asyncio.get_running_loop().add_writer(self.child_fd, self._flush)
+                    self._writer_armed = True
                 return
             except OSError:
                 self._to_child.clear()
                 break
             del self._to_child[:n]
-        loop.remove_writer(self.child_fd)
+        if self._writer_armed:
+            asyncio.get_running_loop().remove_writer(self.child_fd)
+            self._writer_armed = False
 
     def hold_human(self) -> None:
         """From now on keep the human's keystrokes back (a message is being typed)."""

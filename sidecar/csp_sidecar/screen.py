@@ -531,6 +531,8 @@ class ScreenModel:
         self.bracketed_paste = False
         self.alternate_screen = False
         self.generation = 0  # bumps on every feed; "has anything changed since"
+        self._resizes = 0
+        self._lines: tuple[tuple[int, int], list[str]] | None = None  # (generation, resizes)
 
     @property
     def screen(self) -> CaptureScreen:
@@ -643,10 +645,16 @@ class ScreenModel:
 
     def resize(self, rows: int, cols: int) -> None:
         self.screen.resize(rows, cols)  # after draining: the old size drew the backlog
+        self._resizes += 1
 
     def lines(self) -> list[str]:
-        """The visible lines, right-trimmed."""
-        return self.screen.text_lines()
+        """The visible lines, right-trimmed (do not change the list: it is kept until the
+        screen changes, since readiness asks several times per message)."""
+        screen = self.screen  # drained: what it shows follows from what was fed, and sizes
+        key = (self.generation, self._resizes)
+        if self._lines is None or self._lines[0] != key:
+            self._lines = (key, screen.text_lines())
+        return self._lines[1]
 
     @property
     def cursor_row(self) -> int:

@@ -90,6 +90,10 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 # -- helpers ---------------------------------------------------------------------------
 
+def stored_ids(env: CspEnv) -> list[int]:
+    return [m["id"] for m in history(env) if m["room"] == "main"]
+
+
 def shown(driver: Any) -> list[dict[str, Any]]:
     """The messages on the page: id, sender and the text of the body."""
     result: list[dict[str, Any]] = driver.execute_script(
@@ -247,8 +251,8 @@ def test_the_room_in_a_browser(csp_env: CspEnv, bus: PrivateBus,
     browser.refresh()
     wait_for(lambda: browser.find_element("id", "conn").text == "live", what="live again")
     assert csp_env.cspctl("send", "@all", "after the reload").returncode == 0
-    stored = [m["id"] for m in history(csp_env) if m["room"] == "main"]
-    wait_for(lambda: [m["id"] for m in shown(browser)] == stored,
+    # the agent may still be replying: compare with what is stored at each look
+    wait_for(lambda: [m["id"] for m in shown(browser)] == stored_ids(csp_env),
              what="every stored message on the page after the reload")
 
     # the stream cut under the page (its TCP connections destroyed): it reconnects from its
@@ -263,8 +267,8 @@ def test_the_room_in_a_browser(csp_env: CspEnv, bus: PrivateBus,
         assert csp_env.cspctl("send", "@all", f"across the cut {i}").returncode == 0
     wait_for(lambda: int(browser.find_element("id", "conn").get_attribute("data-opened"))
              > opened, what="the page to reconnect")
-    stored = [m["id"] for m in history(csp_env) if m["room"] == "main"]
-    wait_for(lambda: [m["id"] for m in shown(browser)] == stored,
+    # the agent may still be replying: compare with what is stored at each look
+    wait_for(lambda: [m["id"] for m in shown(browser)] == stored_ids(csp_env),
              what="every stored message on the page after the reconnect")
 
     # search finds a message; the result is rendered like the timeline (as text)
@@ -308,7 +312,9 @@ def test_the_room_in_a_browser(csp_env: CspEnv, bus: PrivateBus,
                {**jar, **own, "Origin": "http://evil.example"}, post)[0] == 403
     assert raw(port, "POST", "/v1/messages", {**jar, **own}, post)[0] == 403  # no Origin
     assert raw(port, "POST", "/v1/messages", {**jar, **own, "Origin": origin}, post)[0] == 201
-    assert [m["content"] for m in history(csp_env)[before:]] == ["forged"]
+    # (the agent may still be replying to earlier messages: only the human's count)
+    assert [m["content"] for m in history(csp_env)[before:]
+            if m["from"] == "human"] == ["forged"]
     ws = {**jar, **own, "Upgrade": "websocket", "Connection": "Upgrade",
           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
     assert raw(port, "GET", "/v1/stream", {**ws, "Origin": "http://evil.example"})[0] == 403
