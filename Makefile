@@ -96,12 +96,12 @@ $(DEV_STAMP): pyproject.toml
 
 dev: $(DEV_STAMP)
 
-# Two runs.  Everything but the systemd tests on two workers: they wait on real CLIs,
+# Two runs.  Everything but the systemd tests on three workers: they wait on real CLIs,
 # PTYs and tmux far more than they compute.  Then the systemd tests alone: they share
 # one isolated user manager, and its start and restart timings are what they check, so
 # they get the machine to themselves.
 test: $(DEV_STAMP)
-	$(DEV_VENV)/bin/python -m pytest -n 2 -m "not systemd" $(PYTEST_ARGS)
+	$(DEV_VENV)/bin/python -m pytest -n 3 -m "not systemd" $(PYTEST_ARGS)
 	$(DEV_VENV)/bin/python -m pytest -m systemd $(PYTEST_ARGS)
 
 check: $(DEV_STAMP)
