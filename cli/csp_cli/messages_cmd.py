@@ -7,9 +7,10 @@ import sys
 import click
 from csp_core import quick
 from csp_core.endpoint import speaker
-from csp_core.errors import BadRequest, NotFound
-from csp_core.protocol import API, HUMAN, Message, check_name, split_address_words
+from csp_core.errors import NotFound
+from csp_core.protocol import API, HUMAN, Message, check_name
 
+from .entry import message_body
 from .render import format_message, print_json, print_json_line
 from .runner import coro_command, edge
 
@@ -51,21 +52,7 @@ and exits 8 if not all came within --timeout, after printing those that did.
 def send(words: tuple[str, ...], room: str | None, as_name: str | None, urgent: bool,
          as_json: bool, wait: bool, timeout: float) -> None:
     agent = sender_name(as_name)
-    addresses, rest = split_address_words(list(words))
-    if not rest or rest == ["-"]:
-        if sys.stdin.isatty() and not rest:
-            raise BadRequest("no text: give it as an argument, or '-' to read stdin")
-        text = sys.stdin.read()
-    else:
-        text = " ".join(rest)
-    text = text.rstrip("\n")
-    if text.startswith("!"):
-        urgent, text = True, text[1:].lstrip()
-    if not text.strip():
-        raise BadRequest("empty message")
-    body: dict[str, object] = {"to": addresses or ["@all"], "content": text, "urgent": urgent}
-    if room:
-        body["room"] = room
+    body = message_body(list(words), room, urgent)  # the same words the fast path reads
     busy: set[str] = set()
     if wait:  # aiohttp only on this path: plain `send` stays quick to start
         from .send_wait import agents_with_work, wait_and_report

@@ -25,7 +25,7 @@ from .endpoint import (
     gateway_address,
 )
 from .errors import CspError, GatewayUnavailable, decode_response, from_json
-from .protocol import API, IDENTITY_HEADER, Message
+from .protocol import API, IDENTITY_HEADER, Message, post_body
 
 __all__ = ["AGENT_ENV", "AGENT_TOKEN_ENV", "GATEWAY_ENV", "ROOM_ENV", "GatewayClient",
            "default_identity", "gateway_address"]
@@ -129,9 +129,7 @@ class GatewayClient:
 
     async def send(self, to: list[str], content: str, *, kind: str = "chat",
                    room: str | None = None, urgent: bool = False) -> Message:
-        body: dict[str, Any] = {"to": to, "content": content, "kind": kind, "urgent": urgent}
-        if room:
-            body["room"] = room
+        body = post_body(to, content, kind=kind, room=room, urgent=urgent)
         data = await self.request("POST", f"{API}/messages", json_body=body)
         return Message.from_json(data)
 

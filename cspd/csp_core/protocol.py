@@ -86,6 +86,15 @@ class Targets:
         return bool(self.names) and not self.everyone
 
 
+def post_body(to: list[str], content: str, *, kind: str = "chat", room: str | None = None,
+              urgent: bool = False) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/messages``, as both clients send it."""
+    body: dict[str, Any] = {"to": to, "content": content, "kind": kind, "urgent": urgent}
+    if room:
+        body["room"] = room
+    return body
+
+
 def parse_targets(words: list[str]) -> Targets:
     """Parse address words; no address at all means the whole room."""
     targets = Targets()

@@ -22,7 +22,7 @@ from .auth import Bearer
 from .endpoint import gateway_address
 from .errors import GatewayUnavailable, Unauthorized, decode_response
 from .names import API, IDENTITY_HEADER
-from .protocol import Message
+from .protocol import Message, post_body
 from .quick import NotHttp, complete_response, parse_head, request_bytes
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
@@ -110,9 +110,7 @@ class StreamClient:
 
     async def send(self, to: list[str], content: str, *, kind: str = "chat",
                    room: str | None = None, urgent: bool = False) -> Message:
-        body: dict[str, Any] = {"to": to, "content": content, "kind": kind, "urgent": urgent}
-        if room:
-            body["room"] = room
+        body = post_body(to, content, kind=kind, room=room, urgent=urgent)
         return Message.from_json(await self.request("POST", f"{API}/messages", body))
 
     # -- the stream ----------------------------------------------------------
