@@ -75,6 +75,21 @@ def test_history_of_an_empty_room_is_not_an_error(csp_env: CspEnv,
     assert json.loads(r.stdout) == []
 
 
+def test_an_agent_may_not_read_or_rotate_the_owners_token(csp_env: CspEnv,
+                                                          gateway: GatewayProcess) -> None:
+    """A process working for an agent (its sidecar gave it CSP_AGENT) is refused the
+    owner's token; the path, and the owner's own `cspctl token`, still work."""
+    owner = csp_env.cspctl("token")
+    assert owner.returncode == 0 and owner.stdout.strip() == csp_env.token_file.read_text().strip()
+    for args in (("token",), ("token", "--rotate")):
+        r = csp_env.cspctl(*args, extra_env={"CSP_AGENT": "fa"})
+        assert r.returncode == 4, (args, r.stdout, r.stderr)
+        assert "inside agent 'fa'" in r.stderr and "Traceback" not in r.stderr
+        assert owner.stdout.strip() not in r.stdout
+    assert csp_env.token_file.read_text().strip() == owner.stdout.strip()  # not rotated
+    assert csp_env.cspctl("token", "--path", extra_env={"CSP_AGENT": "fa"}).returncode == 0
+
+
 def test_refused_token_exits_4_and_status_says_the_gateway_answers(
         csp_env: CspEnv, gateway: GatewayProcess) -> None:
     other = foreign_token_env(csp_env)
