@@ -207,6 +207,12 @@ def within_bounds(messages: list[Message], max_age_s: int, max_count: int,
     return recent[-max_count:] if max_count > 0 else []
 
 
+def like_pattern(text: str) -> str:
+    """``text`` anywhere in a column, for ``LIKE ? ESCAPE '\\'`` (its own % and _ literal)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def _row_to_message(row: sqlite3.Row) -> Message:
     return Message(
         id=row["id"],
@@ -617,9 +623,8 @@ class Store:
                      text: str) -> list[Message]:
         if since >= SQLITE_MAX_INT or limit <= 0:
             return []
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where = ["id > ?", "content LIKE ? ESCAPE '\\'"]
-        args: list[Any] = [since, f"%{escaped}%"]
+        args: list[Any] = [since, like_pattern(text)]
         if room is not None:
             where.append("room = ?")
             args.append(room)
@@ -629,6 +634,36 @@ class Store:
             f"SELECT * FROM chat_messages WHERE {clause} ORDER BY id {order} LIMIT ?",
             (*args, min(limit, SQLITE_MAX_INT))).fetchall()
         return sorted((_row_to_message(r) for r in rows), key=lambda m: m.id)
+
+    async def newest(self, room: str | None, limit: int, *, before: int | None = None,
+                     text: str | None = None, sender: str | None = None) -> list[Message]:
+        """The newest ``limit`` messages before id ``before`` (holding ``text``, in any
+        case; from ``sender``), oldest first: the web view's pages and its search."""
+        return await self._run(self._newest_sync, room, limit, before, text, sender)
+
+    def _newest_sync(self, room: str | None, limit: int, before: int | None,
+                     text: str | None, sender: str | None) -> list[Message]:
+        where = ["id < ?"]
+        args: list[Any] = [min(before or SQLITE_MAX_INT, SQLITE_MAX_INT)]
+        if text:
+            where.append("content LIKE ? ESCAPE '\\'")
+            args.append(like_pattern(text))
+        if sender:
+            where.append("sender = ?")
+            args.append(sender)
+        if room is not None:
+            where.append("room = ?")
+            args.append(room)
+        rows = self.db.execute(
+            f"SELECT * FROM chat_messages WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            (*args, max(0, min(limit, SQLITE_MAX_INT)))).fetchall()
+        return [_row_to_message(r) for r in reversed(rows)]
+
+    async def pending_recipients(self, message_id: int) -> list[str]:
+        """Who message ``message_id`` still waits for (not acknowledged yet), sorted."""
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT recipient FROM pending WHERE message_id = ?", (message_id,)).fetchall())
+        return sorted(str(r[0]) for r in rows)
 
     async def read_cursor(self, reader: str) -> int | None:
         """The newest message id ``reader`` has read (None: it never read)."""

@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from csp_core.auth import read_token
 from csp_core.errors import BadRequest, ConfigError, Forbidden, NotFound, Unauthorized
-from csp_core.protocol import API, Message, check_name
+from csp_core.protocol import API, check_name
 
 from .gateway import gateway_of
 from .identity import owner
@@ -281,47 +278,14 @@ def _int_param(request: web.Request, name: str, default: int, hi: int) -> int:
     return int(raw)
 
 
-def _rows_to_messages(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
-    out = []
-    for r in reversed(rows):  # queried newest first, shown oldest first
-        out.append(Message(id=r["id"], room=r["room"], sender=r["sender"],
-                           to=_recipients(r["recipients"]), kind=r["kind"],
-                           content=r["content"], ts=r["ts"], hops=r["hops"],
-                           urgent=bool(r["urgent"])).to_json())
-    return out
-
-
-def _recipients(raw: str) -> list[str]:
-    value = json.loads(raw)
-    return [str(v) for v in value] if isinstance(value, list) else []
-
-
-async def _query(request: web.Request, where: list[str], args: list[Any],
-                 limit: int) -> list[dict[str, Any]]:
-    """Newest first up to ``limit``, on the store's own thread (its connection is
-    used there only); shown oldest first."""
-    store = gateway_of(request).store
-    sql = (f"SELECT * FROM chat_messages WHERE {' AND '.join(where)} "
-           "ORDER BY id DESC LIMIT ?")
-
-    def run() -> list[sqlite3.Row]:
-        return list(store.db.execute(sql, (*args, limit)).fetchall())
-
-    return _rows_to_messages(await store._run(run))
-
-
 async def earlier(request: web.Request) -> web.Response:
     """``GET /v1/web/earlier?room=R&before=ID&limit=N``: the N messages before ID."""
     room = _room_param(request)
     before = _int_param(request, "before", 2**62, 2**62)
     limit = _int_param(request, "limit", 200, PAGE_LIMIT)
-    where: list[str] = ["id < ?"]
-    args: list[Any] = [before]
-    if room is not None:
-        where.append("room = ?")
-        args.append(room)
-    messages = await _query(request, where, args, limit)
-    return web.json_response({"messages": messages, "more": len(messages) == limit})
+    found = await gateway_of(request).store.newest(room, limit, before=before)
+    return web.json_response({"messages": [m.to_json() for m in found],
+                              "more": len(found) == limit})
 
 
 async def delivery(request: web.Request) -> web.Response:
@@ -338,18 +302,9 @@ async def delivery(request: web.Request) -> web.Response:
         raise BadRequest("id is required")
     store = gw.store
     before = store.last_id
-
-    def run() -> list[sqlite3.Row]:
-        return list(store.db.execute("SELECT recipient FROM pending WHERE message_id = ?",
-                                     (message_id,)).fetchall())
-
-    pending = sorted(str(r[0]) for r in await store._run(run))
+    pending = await store.pending_recipients(message_id)
     return web.json_response({"id": message_id, "pending": pending, "before": before,
                               "after": store.last_id})
-
-
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 async def search(request: web.Request) -> web.Response:
@@ -360,13 +315,15 @@ async def search(request: web.Request) -> web.Response:
         raise BadRequest("q must be 1 to 200 characters")
     room = _room_param(request)
     limit = _int_param(request, "limit", 100, PAGE_LIMIT)
-    by_sender = text.startswith("from:")
-    where = ["sender = ?" if by_sender else "content LIKE ? ESCAPE '\\'"]
-    args: list[Any] = [text[5:].strip() if by_sender else _like(text)]
-    if room is not None:
-        where.append("room = ?")
-        args.append(room)
-    return web.json_response({"messages": await _query(request, where, args, limit)})
+    store = gateway_of(request).store
+    if text.startswith("from:"):
+        sender = text[5:].strip()
+        if not sender:
+            raise BadRequest("from: needs a name")
+        found = await store.newest(room, limit, sender=sender)
+    else:
+        found = await store.newest(room, limit, text=text)
+    return web.json_response({"messages": [m.to_json() for m in found]})
 
 
 async def _security_headers(request: web.Request, resp: web.StreamResponse) -> None:

@@ -76,6 +76,26 @@ async def test_pending_and_ack(store: Store) -> None:
     assert await store.pending_count("claude") == 1  # per recipient
 
 
+async def test_newest_pages_back_and_searches(store: Store) -> None:
+    """The web view's reads: pages before an id, text (its own % and _ literal), sender;
+    always the newest matches, shown oldest first; pending recipients by message."""
+    texts = ["plain", "50% done", "A_B", "a_b", "50 done", "other room"]
+    ids = []
+    for i, text in enumerate(texts):
+        d = Draft(room="dev" if i == 5 else "main", sender="codex" if i % 2 else "human",
+                  to=["all"], kind="chat", content=text, deliver_to=("claude",) if i else ())
+        ids.append((await store.append(d)).id)
+    assert [m.id for m in await store.newest("main", 2)] == ids[3:5]
+    assert [m.id for m in await store.newest("main", 10, before=ids[3])] == ids[:3]
+    assert [m.content for m in await store.newest(None, 10, text="50%")] == ["50% done"]
+    assert [m.content for m in await store.newest("main", 10, text="a_b")] == ["A_B", "a_b"]
+    assert [m.id for m in await store.newest(None, 10, sender="codex")] == ids[1::2]
+    assert await store.newest("main", 0) == []
+    assert await store.pending_recipients(ids[1]) == ["claude"]
+    assert await store.ack("claude", [ids[1]]) == 1
+    assert await store.pending_recipients(ids[1]) == []
+
+
 async def test_ack_ignores_ids_sqlite_cannot_hold(store: Store) -> None:
     m = await store.append(draft(1, deliver_to=("codex",)))
     assert await store.ack("codex", [2**64, -(2**70), m.id]) == 1
