@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from csp_core.auth import ensure_token
 from csp_core.config import GatewayConfig
 from cspd.activation import ConnectionCaps, Listener, bind_tcp, bind_unix
 from cspd.app import create_app
 from cspd.edge import GuardedSite, start_http
 from cspd.gateway import Gateway, HttpLimits, open_gateway
-
 from tests.conftest import CspEnv, GatewayProcess
 from tests.polling import wait_for
 

@@ -6,6 +6,7 @@ import shlex
 from typing import Any
 
 import click
+
 from csp_core.client import GatewayClient
 from csp_core.endpoint import owner_only
 from csp_core.errors import GatewayUnavailable

@@ -11,6 +11,7 @@ import sys
 import time
 
 import click
+
 from csp_core.client import GatewayClient
 from csp_core.errors import CspError, GatewayUnavailable
 from csp_core.protocol import check_name

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from dbus_fast.aio import MessageBus
+
 from csp_core import sessionbus
 from csp_core.busnames import INTERFACE, OBJECT_PATH, NotOnBus, bus_name, is_agent_bus_name
 from csp_core.errors import CspError
 from csp_core.sessionbus import BusUnavailable
-from dbus_fast.aio import MessageBus
 
 READ_TIMEOUT = 2.0  # a sidecar that does not answer by then is listed from the gateway only
 METHODS = {"pause": "Pause", "resume": "Resume", "interrupt": "Interrupt"}

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import click
+
 from csp_core.backoff import Backoff
 from csp_core.client import GatewayClient
 from csp_core.errors import BadRequest, CspError, GatewayUnavailable, NotFound

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+
 from csp_core.protocol import check_name
 
 from .runner import coro_command

@@ -21,8 +21,6 @@ import signal
 import sys
 from collections.abc import AsyncGenerator, Iterable
 
-from csp_core import paths
-from csp_core.errors import CspError
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -32,6 +30,9 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.styles import Style
 from prompt_toolkit.utils import get_cwidth
+
+from csp_core import paths
+from csp_core.errors import CspError
 
 from .chat import COMMANDS, Chat
 from .render import format_notice

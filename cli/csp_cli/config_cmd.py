@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 import tomli_w
+
 from csp_core import paths
 from csp_core.config import gateway_config, load_document
 from csp_core.errors import BadRequest

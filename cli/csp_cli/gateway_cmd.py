@@ -26,6 +26,7 @@ import sys
 from typing import Any
 
 import click
+
 from csp_core import startrecord
 from csp_core.client import GatewayClient
 from csp_core.errors import CspError, Forbidden, GatewayUnavailable, Unauthorized

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 import click
+
 from csp_core import __version__
 
 # verb -> "module:attribute" (modules relative to this package)

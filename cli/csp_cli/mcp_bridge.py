@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+
 from csp_core.client import GatewayClient
 from csp_core.errors import CspError
 

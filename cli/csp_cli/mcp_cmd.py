@@ -12,6 +12,7 @@ import asyncio
 import sys
 
 import click
+
 from csp_core.client import GatewayClient
 from csp_core.endpoint import speaker
 from csp_core.protocol import HUMAN, check_name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+
 from csp_core import quick
 from csp_core.endpoint import speaker
 from csp_core.errors import NotFound

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import click
+
 from csp_core.protocol import Message
 from csp_core.sanitize import visible_text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from csp_core.client import GatewayClient, default_identity
 
 from .render import print_json

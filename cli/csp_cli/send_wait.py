@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
+
 from csp_core import quick
 from csp_core.client import GatewayClient
 from csp_core.errors import BadRequest, GatewayUnavailable

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import click
+
 from csp_core import paths
 from csp_core.auth import ensure_token, rotate_token
 from csp_core.errors import Forbidden

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tomli_w
+
 from csp_core.errors import ConfigError
 
 _ANY_HEADER = re.compile(r"^\s*\[")

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 import click
+
 from csp_core.errors import CspError
 
 from . import systemd

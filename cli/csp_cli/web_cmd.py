@@ -22,6 +22,7 @@ import sys
 from urllib.parse import urlencode, urlsplit
 
 import click
+
 from csp_core import quick
 from csp_core.auth import read_token
 from csp_core.config import gateway_config

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+
 from csp_core import __version__
 from csp_core.errors import BadRequest, Conflict, Forbidden, NotFound
 from csp_core.protocol import API, HUMAN, check_name

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+
 from csp_core.auth import check_origin, own_origins
 from csp_core.errors import CspError, RequestTimeout
 

@@ -24,6 +24,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
+
 from csp_core.errors import BadRequest, Busy, CspError, HeadersTooLarge, RequestTimeout
 
 from .activation import REFUSED_LINGERING, ConnectionCaps, Listener

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+
 from csp_core.auth import TokenChecker
 from csp_core.config import GatewayConfig
 from csp_core.errors import BadRequest

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
 from csp_core.errors import Forbidden
 from csp_core.proctree import PROC, AgentTree, ProcInfo, ancestry
 from csp_core.protocol import HUMAN, IDENTITY_HEADER, check_name

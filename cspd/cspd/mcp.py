@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
 from csp_core import __version__
 from csp_core.errors import Forbidden
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
 from csp_core.errors import BadRequest, CspError, NotFound
 from csp_core.protocol import HUMAN, Message, check_name, mentions
 

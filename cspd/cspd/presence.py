@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
 from csp_core import sessionbus
 from csp_core.busnames import (
     INTERFACE,
@@ -49,8 +52,6 @@ from csp_core.busnames import (
 )
 from csp_core.errors import CspError
 from csp_core.sessionbus import BusUnavailable
-from dbus_fast import Message, MessageType
-from dbus_fast.aio import MessageBus
 
 from .gateway import GATEWAY, Gateway
 

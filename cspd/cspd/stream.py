@@ -26,6 +26,7 @@ import weakref
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
 from csp_core.errors import BadRequest, StorageUnavailable
 from csp_core.protocol import API, Message, check_name
 

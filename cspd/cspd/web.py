@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
 from csp_core.auth import read_token
 from csp_core.errors import BadRequest, ConfigError, Forbidden, NotFound, Unauthorized
 from csp_core.protocol import API, check_name

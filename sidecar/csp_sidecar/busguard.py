@@ -21,10 +21,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from csp_core.busnames import INTERFACE, OBJECT_PATH
-from csp_core.proctree import agent_of
 from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
+
+from csp_core.busnames import INTERFACE, OBJECT_PATH
+from csp_core.proctree import agent_of
 
 log = logging.getLogger("csp_sidecar.dbus")
 

@@ -37,14 +37,15 @@ import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from csp_core import sessionbus
-from csp_core.busnames import ERROR_PREFIX, INTERFACE, OBJECT_PATH, BusNameTaken, bus_name
-from csp_core.errors import CspError
-from csp_core.sessionbus import BusUnavailable
 from dbus_fast import DBusError, NameFlag, PropertyAccess, RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32, DBusUInt64
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+from csp_core import sessionbus
+from csp_core.busnames import ERROR_PREFIX, INTERFACE, OBJECT_PATH, BusNameTaken, bus_name
+from csp_core.errors import CspError
+from csp_core.sessionbus import BusUnavailable
 
 from .busguard import CallerGuard
 from .control import AgentControl

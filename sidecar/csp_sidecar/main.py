@@ -12,6 +12,7 @@ import sys
 from typing import Protocol
 
 import click
+
 from csp_core import __version__, paths
 from csp_core.busnames import session_bus_address
 from csp_core.errors import BadRequest, CspError

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+
 from csp_core import paths
 from csp_core.errors import ConfigError
 

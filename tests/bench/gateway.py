@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 import tomli_w
+
 from csp_core.client import GatewayClient
 from csp_core.errors import CspError
 

@@ -18,6 +18,7 @@ import sys
 import time
 
 import aiohttp
+
 from csp_core.client import GatewayClient
 
 

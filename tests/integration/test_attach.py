@@ -289,6 +289,7 @@ def test_attach_from_a_terminal_attaches_it(csp_env: CspEnv, gateway: GatewayPro
 def test_interactive_first_run_adds_the_found_clis(
         csp_env: CspEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
+
     from csp_cli import attach_cmd
     from csp_cli.presets import PRESETS
     monkeypatch.setenv("XDG_CONFIG_HOME", csp_env.env["XDG_CONFIG_HOME"])

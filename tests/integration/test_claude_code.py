@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from csp_sidecar.hooks import SOCKET_ENV
 from csp_sidecar.profiles import apply_to_env, load_profile
 from csp_sidecar.wiring import RunFacts, hook_argv, wire
-
 from tests.conftest import CspEnv, GatewayProcess
 from tests.polling import wait_for
 from tests.standins import StandIn, sidecar_executable

@@ -13,8 +13,8 @@ import subprocess
 import sys
 
 import pytest
-from csp_cli.main import COMMANDS
 
+from csp_cli.main import COMMANDS
 from tests.conftest import CspEnv, GatewayProcess
 from tests.polling import wait_for
 from tests.tmuxtest import TmuxServer

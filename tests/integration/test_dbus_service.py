@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from dbus_fast import Message, MessageType
+
 from csp_core import sessionbus
 from csp_core.busnames import PROPERTIES_MATCH, BusNameTaken, bus_name
 from csp_core.errors import BadRequest
 from csp_sidecar.dbus_service import AgentBusService, publish, usec
-from dbus_fast import Message, MessageType
-
 from tests.conftest import require
 from tests.dbus_bus import PrivateBus, private_bus
 from tests.fake_agent import FakeControl

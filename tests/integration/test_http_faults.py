@@ -31,10 +31,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from csp_core import quick
 from csp_core.protocol import API
 from cspd.gateway import HttpLimits
-
 from tests.conftest import CspEnv, require
 from tests.httpedge import EdgeGateway, TcpGatewayProcess, fd_count
 from tests.polling import async_wait_for, wait_for

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
 from csp_core import quick
 from csp_core.protocol import API
-
 from tests.conftest import CspEnv
 from tests.httpedge import Malformed, Reply, TcpGatewayProcess, assert_json_error, parse_reply
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from csp_sidecar.mcp_wiring import insecure_ancestor
 
+from csp_sidecar.mcp_wiring import insecure_ancestor
 from tests.conftest import CspEnv, GatewayProcess, require
 from tests.integration import test_codex, test_gemini
 from tests.integration.test_codex import codex  # noqa: F401 (a fixture)

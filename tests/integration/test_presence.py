@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from csp_core.client import GatewayClient
 
+from csp_core.client import GatewayClient
 from tests.conftest import REPO, CspEnv, GatewayProcess
 from tests.dbus_bus import PrivateBus
 from tests.polling import async_wait_for, wait_for

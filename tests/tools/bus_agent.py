@@ -14,7 +14,6 @@ import sys
 
 from csp_core.errors import CspError
 from csp_sidecar.dbus_service import AgentBusService
-
 from tests.fake_agent import FakeControl
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+
 from csp_core.auth import ensure_token
 from csp_core.config import GatewayConfig
 from cspd.app import create_app

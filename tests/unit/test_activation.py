@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from csp_core.errors import ConfigError
 from cspd.activation import bind_tcp, bind_unix, inherited_sockets, tcp_port_of
 

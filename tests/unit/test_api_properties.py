@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from csp_core.sanitize import is_blank
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from csp_core.sanitize import is_blank
 from tests.unit.conftest import Api, start_api, stop_api
 
 SETTINGS = settings(max_examples=400, deadline=None, derandomize=False,

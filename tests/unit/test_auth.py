@@ -11,10 +11,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from csp_core import auth
 from csp_core.auth import TokenChecker, check_origin, ensure_token, own_origins, rotate_token
 from csp_core.errors import ConfigError, Forbidden, Unauthorized
-
 from tests.unit.conftest import Api
 
 

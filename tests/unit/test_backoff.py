@@ -6,9 +6,10 @@ import asyncio
 import itertools
 
 import pytest
-from csp_core.backoff import CAP, FIRST, Backoff
 from hypothesis import given
 from hypothesis import strategies as st
+
+from csp_core.backoff import CAP, FIRST, Backoff
 
 
 def test_doubles_up_to_the_cap_without_jitter() -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from csp_core.busnames import AGENT_PREFIX, bus_name, guess_agent, is_agent_bus_name
 from dbus_fast.validators import is_bus_name_valid
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from csp_core.busnames import AGENT_PREFIX, bus_name, guess_agent, is_agent_bus_name
 
 AGENT_NAMES = st.from_regex(r"\A[a-z][a-z0-9_-]{0,31}\Z")
 

@@ -6,13 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from csp_cli import agentsconf, presets
 from csp_cli.agentsconf import AgentSpec, key_line
 from csp_cli.layout import checksum, grid_shape, layout_string, split_sizes
 from csp_cli.workspace import WRAPPER, sidecar_argv
 from csp_core.errors import ConfigError, Conflict, NotFound
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def test_checksum_matches_tmux() -> None:

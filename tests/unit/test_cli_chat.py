@@ -11,13 +11,14 @@ from typing import cast
 
 import click
 import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+
 from csp_cli.attach_cmd import parse_size
 from csp_cli.chat import Chat, CommandLine, SendLine, command_name, parse_line
 from csp_cli.chatterm import ChatCompleter
 from csp_cli.render import format_message, format_notice
 from csp_core.protocol import Message
-from prompt_toolkit.completion import CompleteEvent
-from prompt_toolkit.document import Document
 
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+
 from csp_core.auth import rotate_token
 from csp_core.client import GatewayClient
 from csp_core.endpoint import AGENT_TOKEN_ENV

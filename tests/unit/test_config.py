@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from csp_core.config import GatewayConfig, gateway_config, load_document, save_text
 from csp_core.errors import ConfigError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from csp_core.config import (
     PENDING_MAX_AGE_LIMIT,
     PENDING_MAX_COUNT_LIMIT,

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
 from csp_core.errors import Busy, HeadersTooLarge, RequestTimeout, from_json
 from cspd.activation import (
     REFUSED_LINGERING,
@@ -30,7 +31,6 @@ from cspd.activation import (
     connection_caps,
 )
 from cspd.gateway import HttpLimits
-
 from tests.httpedge import EdgeGateway, assert_json_error, parse_reply, read_until_closed
 from tests.polling import async_wait_for
 

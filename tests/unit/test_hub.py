@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from csp_core.protocol import Message
-from cspd.hub import Hub, Subscriber
 
+from csp_core.protocol import Message
 from cspd import hub as hub_mod
+from cspd.hub import Hub, Subscriber
 
 
 def msg(i: int, room: str = "main") -> Message:

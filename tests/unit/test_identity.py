@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+
 from csp_core import auth
 from csp_core.endpoint import AGENT_TOKEN_ENV
 from csp_core.errors import Conflict, Forbidden, Unauthorized
@@ -26,7 +27,6 @@ from csp_core.proctree import AgentTree, Proc, ProcInfo, ancestry, read_proc
 from cspd.app import create_app
 from cspd.hub import Hub, Subscriber
 from cspd.identity import Caller
-
 from tests.polling import async_wait_for
 from tests.unit.conftest import Api
 

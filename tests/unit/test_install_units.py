@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from csp_cli import units_cmd
 from csp_cli.systemd import NO_MANAGER_HELP, NoUserManager
 from csp_cli.units_cmd import UNITS, install_units

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
 from csp_cli.main import cli
 from csp_cli.mcp_bridge import ANSWER_TIMEOUT, time_allowed
 from csp_cli.mcp_install import plan, server_command

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from csp_core.errors import ConfigError
 from csp_sidecar import mcp_wiring
 from csp_sidecar.mcp_wiring import PASS_ENV, server_argv

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from csp_core.errors import BadRequest
-from csp_core.protocol import check_name, mentions, now_iso, parse_targets, split_address_words
 from hypothesis import given
 from hypothesis import strategies as st
+
+from csp_core.errors import BadRequest
+from csp_core.protocol import check_name, mentions, now_iso, parse_targets, split_address_words
 
 
 @pytest.mark.parametrize("name", ["a", "codex", "claude-2", "g_1", "a" * 32])

@@ -7,13 +7,14 @@ import asyncio
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from csp_cli.entry import read_send
 from csp_cli.messages_cmd import send as click_send
 from csp_core.errors import BadRequest
 from csp_core.quick import NotHttp, complete_response, request_bytes
 from csp_core.streamclient import WebSocket, _accept, _frame, _masked
-from hypothesis import given
-from hypothesis import strategies as st
 
 WORDS = ["@all", "@codex", "#backend", "hello", "-", "--room", "-r", "--as", "--urgent",
          "--json", "--room=ops", "--as=bob", "--wait", "--help", "-h", "--", "-rX", "-5",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from csp_core.errors import RateLimited
 from cspd.ratelimit import RateLimiter
 

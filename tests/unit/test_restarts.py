@@ -9,11 +9,11 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from csp_core import startrecord
 from csp_core.startrecord import HEALTHY, StartRecord
 from cspd.notify import Notifier
 from cspd.restarts import MAX_DELAY, Pacer, delay_for
-
 from tests.unit.conftest import datagrams
 
 

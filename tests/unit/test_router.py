@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from csp_core.errors import BadRequest, NotFound, PayloadTooLarge, UnknownRecipient
 from csp_core.protocol import Message
 from cspd.hub import Hub, Subscriber
 from cspd.router import Post, Router
 from cspd.store import Store
-
 from tests.unit.conftest import Api, config
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from csp_core.sanitize import DEFAULT_TAG_FORMAT, is_blank, is_sender_tag, one_line, visible_text
 from hypothesis import given
 from hypothesis import strategies as st
+
+from csp_core.sanitize import DEFAULT_TAG_FORMAT, is_blank, is_sender_tag, one_line, visible_text
 
 BIDI = [*"\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"]
 ZERO_WIDTH = [*"\u200b\u200c\u200d\u2060\ufeff"]

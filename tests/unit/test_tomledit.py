@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from csp_cli import agentsconf, tomledit
 from csp_cli.agentsconf import AgentSpec
 from csp_core.errors import ConfigError

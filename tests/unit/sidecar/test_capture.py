@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
 from csp_sidecar.capture import Capture
 from csp_sidecar.profiles import load_profile
 from csp_sidecar.screen import ScreenModel

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from csp_sidecar.capture import Capture
-from csp_sidecar.profiles import Profile, load_profile
-from csp_sidecar.screen import ScreenModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from csp_sidecar.capture import Capture
+from csp_sidecar.profiles import Profile, load_profile
+from csp_sidecar.screen import ScreenModel
 from tests.tools import markdown_cli as cli
 from tests.tools.long_reply import long_reply
 

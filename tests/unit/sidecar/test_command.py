@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 import pytest
+
 from csp_sidecar.command import env_after_wrappers, locate, locate_program, program_name
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from csp_core.protocol import Message
 from csp_sidecar.delivery import Decision, Delivery, Facts, Queue, decide
 from csp_sidecar.journal import Journal
 from csp_sidecar.profiles import load_profile
-
 from tests.polling import async_wait_for
 
 IDLE = Facts(paused=False, refuse=None, started=True, foreground=None, alternate_screen=False,

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from csp_sidecar.foreground import ForegroundCheck, identify
-from csp_sidecar.profiles import load_profile, profile_for_command
 from ptyprocess import PtyProcess
 
+from csp_sidecar.foreground import ForegroundCheck, identify
+from csp_sidecar.profiles import load_profile, profile_for_command
 from tests.polling import Timeout, wait_for
 
 PYTHON = shutil.which("python3")

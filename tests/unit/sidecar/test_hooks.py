@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from csp_sidecar import hook_cmd
 from csp_sidecar.hooks import SOCKET_ENV, HookChannel, HookEvent, HookSpec, decode_frame, tool_line
 from csp_sidecar.profiles import load_profile
 from csp_sidecar.wiring import hook_argv
-
 from tests.polling import async_wait_for, wait_for
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "csp-hook"

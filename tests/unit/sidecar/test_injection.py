@@ -8,6 +8,9 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from csp_core.protocol import Message
 from csp_core.sanitize import DEFAULT_TAG_FORMAT, is_blank, is_sender_tag, visible_text
 from csp_sidecar.injection import (
@@ -22,8 +25,6 @@ from csp_sidecar.injection import (
     take_batch,
 )
 from csp_sidecar.profiles import Profile, load_profile, shipped_names
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 C0 = [chr(c) for c in range(0x20) if chr(c) not in "\n\t\r"]
 C1 = [chr(c) for c in range(0x80, 0xA0) if c != 0x85]  # NEL is a line break

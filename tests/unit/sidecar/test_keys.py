@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from csp_sidecar.keys import PASTE_END, PASTE_START, LineTracker
 from hypothesis import given
 from hypothesis import strategies as st
+
+from csp_sidecar.keys import PASTE_END, PASTE_START, LineTracker
 
 UP, DOWN, LEFT, RIGHT = b"\x1b[A", b"\x1b[B", b"\x1b[D", b"\x1b[C"
 CTRL_A, CTRL_C, CTRL_E, CTRL_J, CTRL_K, CTRL_U, CTRL_W = (

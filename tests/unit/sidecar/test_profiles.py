@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from csp_core.errors import ConfigError
 from csp_sidecar.profiles import load_profile, profile_for_command, shipped_names
 

@@ -6,9 +6,10 @@ import re
 
 import pyte
 import pytest
-from csp_sidecar.screen import CaptureScreen, Row, ScreenModel, join_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from csp_sidecar.screen import CaptureScreen, Row, ScreenModel, join_rows
 
 
 def feed(model: ScreenModel, data: bytes, cut: int | None = None) -> None:

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from csp_sidecar.hooks import HookEvent
 from csp_sidecar.profiles import load_profile
 from csp_sidecar.transcript import TranscriptFollower, TranscriptSpec, record_text, watch_dirs
 from csp_sidecar.wiring import RunFacts, wire
-
 from tests.polling import async_wait_for
 
 SESSION = "6a1b2c3d-0000-4000-8000-123456789abc"

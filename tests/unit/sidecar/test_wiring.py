@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from csp_core.errors import ConfigError
 from csp_sidecar.hooks import SOCKET_ENV, HookChannel, HookEvent
 from csp_sidecar.profiles import load_profile, parse_profile
 from csp_sidecar.wiring import RunFacts, Wiring, hook_argv, validate, wire
-
 from tests.polling import async_wait_for, wait_for
 
 SESSION = "0f8fad5b-d9cb-469f-a165-70867728950e"
