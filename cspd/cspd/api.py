@@ -251,19 +251,22 @@ def _member_name(request: web.Request, data: dict[str, Any]) -> str:
 
 
 async def join_room(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
-    room = await _room_or_404(request)
-    name = _member_name(request, await read_json(request) if request.can_read_body else {})
-    await gw.store.join(room, name)
+    room, name = await _membership(request)
+    await gateway_of(request).store.join(room, name)
     return web.json_response({"room": room, "joined": name})
 
 
 async def leave_room(request: web.Request) -> web.Response:
-    gw = gateway_of(request)
-    room = await _room_or_404(request)
-    name = _member_name(request, await read_json(request) if request.can_read_body else {})
-    await gw.store.leave(room, name)
+    room, name = await _membership(request)
+    await gateway_of(request).store.leave(room, name)
     return web.json_response({"room": room, "left": name})
+
+
+async def _membership(request: web.Request) -> tuple[str, str]:
+    """The room (404 if unknown) and whose membership changes (the speaker's own,
+    unless the owner names another)."""
+    room = await _room_or_404(request)
+    return room, _member_name(request, await read_json(request) if request.can_read_body else {})
 
 
 async def update_room(request: web.Request) -> web.Response:
