@@ -190,9 +190,6 @@ class Tmux:
     def kill_session(self, name: str) -> None:
         self.run("kill-session", "-t", f"={name}")
 
-    def kill_server(self) -> None:
-        self.run("kill-server", check=False)
-
 
 def _env_args(env: Mapping[str, str] | None) -> list[str]:
     out: list[str] = []

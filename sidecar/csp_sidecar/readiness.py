@@ -99,10 +99,6 @@ class Readiness:
         return (self._reacted_gen == self.screen.generation
                 and time.monotonic() - self._reaction_at < REACTION_TIMEOUT)
 
-    def reaction_deadline(self) -> float:
-        """Monotonic time at which an unanswered submit stops holding readiness back."""
-        return self._reaction_at + REACTION_TIMEOUT if self.awaiting_reaction() else 0.0
-
     def screen_idle(self) -> bool:
         """The screen looks like the CLI waits for input (quietness aside)."""
         p = self.profile
