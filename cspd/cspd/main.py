@@ -38,7 +38,9 @@ _TLS_ROOTS = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 def _no_tls_roots() -> Iterator[None]:
     """While importing aiohttp: point OpenSSL's trusted roots at nothing.
 
-    aiohttp builds two TLS *client* contexts when it is imported, loading every
+    Only under uvloop, which loads :mod:`ssl`; otherwise the entry point left TLS
+    out altogether (:mod:`.entry`).  aiohttp builds two TLS *client* contexts when
+    it is imported, loading every
     certificate authority of the system (some 65 ms and 1.7 MiB on a 2-core
     machine, measured by `make bench` cases cold_start and gateway_idle).  The
     gateway is never a TLS client, so its copies stay empty; the variables are
