@@ -24,6 +24,7 @@ from .errors import GatewayUnavailable, Unauthorized, decode_response
 from .names import API, IDENTITY_HEADER
 from .protocol import Message, post_body
 from .quick import NotHttp, complete_response, parse_head, request_bytes
+from .wsframe import BINARY, CLOSE, PING, PONG, TEXT, frame, masked
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 MAX_MESSAGE = 4 * 1024 * 1024  # as the gateway's own limit
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
-_TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
 class StreamClient:
@@ -169,29 +169,6 @@ def _accept(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _ACCEPT_GUID).digest())
 
 
-def _masked(payload: bytes, mask: bytes) -> bytes:
-    """``payload`` XOR the repeated 4-byte ``mask`` (one big-integer XOR, not a loop)."""
-    size = len(payload)
-    if not size:
-        return payload
-    key = (mask * (size // 4 + 1))[:size]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
-        size, "little")
-
-
-def _frame(opcode: int, payload: bytes) -> bytes:
-    """One final frame, masked as a client's must be."""
-    mask = os.urandom(4)
-    size = len(payload)
-    if size < 126:
-        head = bytes([0x80 | opcode, 0x80 | size])
-    elif size < 1 << 16:
-        head = bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big")
-    else:
-        head = bytes([0x80 | opcode, 0x80 | 127]) + size.to_bytes(8, "big")
-    return head + mask + _masked(payload, mask)
-
-
 class WebSocket:
     """The client's end of one WebSocket: text in and out, pings answered."""
 
@@ -224,11 +201,11 @@ class WebSocket:
             except (asyncio.IncompleteReadError, ConnectionError, ValueError):
                 await self.close()
                 return None
-            if opcode == _PING:
-                await self._write(_PONG, payload)
-            elif opcode == _PONG:
+            if opcode == PING:
+                await self._write(PONG, payload)
+            elif opcode == PONG:
                 continue
-            elif opcode in (_CLOSE, _BINARY):
+            elif opcode in (CLOSE, BINARY):
                 await self.close()
                 return None
             else:  # text, or its continuation
@@ -249,23 +226,23 @@ class WebSocket:
             raise ValueError(f"a message over {MAX_MESSAGE} bytes")
         mask = await self._reader.readexactly(4) if second & 0x80 else b""
         payload = await self._reader.readexactly(size)
-        return bool(first & 0x80), first & 0x0F, _masked(payload, mask) if mask else payload
+        return bool(first & 0x80), first & 0x0F, masked(payload, mask) if mask else payload
 
     async def _write(self, opcode: int, payload: bytes) -> None:
         if self.closed:
             raise ConnectionError("the WebSocket is closed")
-        self._writer.write(_frame(opcode, payload))
+        self._writer.write(frame(opcode, payload, mask=True))
         await self._writer.drain()
 
     async def send_str(self, text: str) -> None:
-        await self._write(_TEXT, text.encode())
+        await self._write(TEXT, text.encode())
 
     async def close(self) -> None:
         """Say goodbye (status 1000) and close the connection; again is a no-op."""
         if self.closed:
             return
         with contextlib.suppress(OSError, RuntimeError):
-            self._writer.write(_frame(_CLOSE, (1000).to_bytes(2, "big")))
+            self._writer.write(frame(CLOSE, (1000).to_bytes(2, "big"), mask=True))
         self.closed = True
         self._writer.close()
         with contextlib.suppress(Exception):

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -56,7 +57,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)
 
     sub = Subscriber(ws.send_str, agent=agent, room=room,
-                     since=since if agent is None else 0, encoded=True)
+                     since=since if agent is None else 0, encoded=True,
+                     send_now=_direct_writer(request, ws))
     if agent is not None:
         check_name(agent)
         sub.tree = identity.registration(request, gw, agent)
@@ -105,6 +107,30 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 if not gw.bus_presence:  # else presence.py announces it
                     await gw.router.system(gw.router.home_room(agent), f"{agent} left")
     return ws
+
+
+# past this much unsent output a connection's frames wait in its queue (and its
+# writer waits for the socket to drain) instead of piling up in the transport
+DIRECT_BUFFER_LIMIT = 64 * 1024
+
+
+def _direct_writer(request: web.Request, ws: web.WebSocketResponse
+                   ) -> Callable[[bytes], bool]:
+    """Write a whole frame to the connection's transport at once, when that is safe:
+    the handshake done, the socket open, no compression negotiated (the frame is
+    plain), and not much unsent already.  aiohttp writes its own frames (a pong,
+    the close) each in one synchronous call too, so frames never interleave."""
+    transport = request.transport
+
+    def send_now(wire: bytes) -> bool:
+        if (transport is None or not ws.prepared or ws.closed or ws.compress
+                or transport.is_closing()
+                or transport.get_write_buffer_size() > DIRECT_BUFFER_LIMIT):
+            return False
+        transport.write(wire)
+        return True
+
+    return send_now
 
 
 def _agent_pid(sub: Subscriber, pid: object) -> None:

@@ -49,6 +49,7 @@ NEVER_AGENT = SHELLS | EDITORS | PAGERS | REMOTE
 _TTY_READERS = EDITORS | PAGERS
 _DEV_TTY = os.makedev(5, 0)
 _GONE = (FileNotFoundError, ProcessLookupError)
+KNOWN_MAX = 64  # processes whose names a check remembers (see ForegroundCheck)
 
 
 class Unreadable(Exception):
@@ -88,8 +89,11 @@ def read_stat(pid: int, proc: str = "/proc") -> Stat:
 def read_argv(pid: int, proc: str = "/proc") -> list[str]:
     """The process's argv.  A program that renamed itself (``process.title``: npm shows
     ``npm exec codex``) leaves one string padded with NULs; it is split at spaces."""
-    words = [w for w in _read(f"{proc}/{pid}/cmdline").decode("utf-8", "replace").split("\0")
-             if w]
+    return _argv_of(_read(f"{proc}/{pid}/cmdline"))
+
+
+def _argv_of(cmdline: bytes) -> list[str]:
+    words = [w for w in cmdline.decode("utf-8", "replace").split("\0") if w]
     if len(words) == 1 and " " in words[0] and not os.path.exists(words[0]):
         return words[0].split()
     return words
@@ -143,7 +147,10 @@ def _locate(argv: tuple[str, ...]) -> Located:
 
 def identify(pid: int, proc: str = "/proc") -> Identity:
     """Name process ``pid`` (its argv walked through wrappers and interpreters)."""
-    argv = read_argv(pid, proc)
+    return _identity(pid, proc, read_argv(pid, proc))
+
+
+def _identity(pid: int, proc: str, argv: list[str]) -> Identity:
     exe, comm = _exe_name(pid, proc), _comm(pid, proc)
     located = _locate(tuple(argv))
     if located.index is not None:
@@ -181,6 +188,11 @@ class ForegroundCheck:
     ``unknown`` (a program no profile knows, the user having named none) blocks
     every message: the sidecar cannot tell that program's prompt from a shell's.
     ``last_cost`` is how long the last :meth:`blocker` call took, in seconds.
+
+    It runs before every message, so what it learns of a process is kept, keyed by
+    what tells one program from another in the same pid: the process's start time
+    and its command line (an ``exec`` changes that; ``/proc/PID/exe`` and ``comm``
+    are read again only then).  Everything else is read afresh each time.
     """
 
     def __init__(self, agent_pid: int, expected: Iterable[str], *, unknown: str | None = None,
@@ -190,6 +202,7 @@ class ForegroundCheck:
         self.unknown = unknown
         self.proc = proc
         self.last_cost = 0.0
+        self._known: dict[tuple[int, int, bytes], Identity] = {}
 
     @classmethod
     def for_agent(cls, agent_pid: int, command: list[str], profile: Profile, *,
@@ -237,7 +250,7 @@ class ForegroundCheck:
             return "no process is in the foreground"
         if foreground != self.agent_pid:
             return self._other_group(foreground)
-        who = self._identify(self.agent_pid)
+        who = self._identify(leader)
         if who is None:
             return "the agent has exited"
         if who.never_agent:
@@ -253,7 +266,7 @@ class ForegroundCheck:
         lead = next((m for m in members if m.pid == pgrp), None)
         newest = max(members, key=lambda m: (m.starttime, m.pid), default=None)
         for stat_ in (lead, newest):
-            who = self._identify(stat_.pid) if stat_ is not None else None
+            who = self._identify(stat_) if stat_ is not None else None
             if who is not None:
                 return f"{who.label} is in the foreground"
         return f"another process group ({pgrp}) is in the foreground"
@@ -262,8 +275,8 @@ class ForegroundCheck:
         """A shell, editor or pager in the agent's own group that has the terminal
         open (no job control moved it to a group of its own), unless the agent runs
         under it; the newest such is named."""
-        members = [m for m in self._members(leader.pgrp) if m.pid != leader.pid]
-        names = {m.pid: who for m in members if (who := self._identify(m.pid)) is not None}
+        members = [m for m in self._members(leader.pgrp, leader) if m.pid != leader.pid]
+        names = {m.pid: who for m in members if (who := self._identify(m)) is not None}
         for m in sorted(members, key=lambda m: (m.starttime, m.pid), reverse=True):
             who = names.get(m.pid)
             if who is None or not who.never_agent:
@@ -318,15 +331,23 @@ class ForegroundCheck:
         except (OSError, ValueError, IndexError) as exc:
             raise Unreadable(f"{pid}/stat: {exc}") from None
 
-    def _identify(self, pid: int) -> Identity | None:
+    def _identify(self, st: Stat) -> Identity | None:
         try:
-            return identify(pid, self.proc)
+            cmdline = _read(f"{self.proc}/{st.pid}/cmdline")
+            key = (st.pid, st.starttime, cmdline)
+            who = self._known.get(key)
+            if who is None:
+                who = _identity(st.pid, self.proc, _argv_of(cmdline))
+                if len(self._known) >= KNOWN_MAX:
+                    self._known.clear()
+                self._known[key] = who
+            return who
         except _GONE:
             return None
         except OSError as exc:
-            raise Unreadable(f"{pid}/cmdline: {exc}") from None
+            raise Unreadable(f"{st.pid}/cmdline: {exc}") from None
 
-    def _members(self, pgrp: int) -> list[Stat]:
+    def _members(self, pgrp: int, leader: Stat | None = None) -> list[Stat]:
         """The processes of group ``pgrp``: found among the agent's descendants (its
         session), else by reading every /proc/PID/stat once.
 
@@ -334,14 +355,15 @@ class ForegroundCheck:
         with 200 agents (400 processes and more) that was most of the time from a
         post to the paste (`make bench`, cases fanout_50 and fanout_200).
         """
-        found = self._members_below(pgrp)
+        found = self._members_below(pgrp, leader)
         return found if found is not None else self._members_scan(pgrp)
 
-    def _members_below(self, pgrp: int) -> list[Stat] | None:
+    def _members_below(self, pgrp: int, leader: Stat | None = None) -> list[Stat] | None:
         """Group ``pgrp`` among the agent and its descendants (the kernel's
         ``/proc/PID/task/TID/children``); None when that cannot tell: no such file
         (a kernel without it, a made-up /proc), or a foreign group whose leader is not
-        below the agent (an orphaned job: the full scan finds it)."""
+        below the agent (an orphaned job: the full scan finds it).  ``leader``: the
+        agent's stat, read just now (not read again)."""
         members: list[Stat] = []
         todo, seen = [self.agent_pid], set()
         while todo:
@@ -350,7 +372,8 @@ class ForegroundCheck:
                 continue
             seen.add(pid)
             with contextlib.suppress(OSError, ValueError, IndexError):
-                st = read_stat(pid, self.proc)
+                st = leader if leader is not None and pid == leader.pid else read_stat(
+                    pid, self.proc)
                 if st.pgrp == pgrp:
                     members.append(st)
             try:
@@ -361,8 +384,8 @@ class ForegroundCheck:
                 continue  # gone meanwhile
             for tid in tasks:
                 try:
-                    with open(f"{self.proc}/{pid}/task/{tid}/children") as fh:
-                        todo.extend(int(c) for c in fh.read().split())
+                    todo.extend(int(c) for c in _read(
+                        f"{self.proc}/{pid}/task/{tid}/children").split())
                 except FileNotFoundError:
                     if pid == self.agent_pid and tid == str(pid):
                         return None  # the kernel does not list children

@@ -14,6 +14,7 @@ Enter that arrives in the same instant as the text.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,10 +46,18 @@ def render_text(message: Message, profile: Profile) -> str:
     never typed (the gateway refuses to store one, but the sidecar does not
     count on it).
     """
-    body = visible_text(message.content).strip("\n")
+    return _render(message.content, message.sender, address_label(message),
+                   profile.tag_format, profile.guard_prefixes)
+
+
+@functools.lru_cache(maxsize=32)  # a batch's worth: messages can be large
+def _render(content: str, sender: str, to: str, tag_format: str, prefixes: str) -> str:
+    """:func:`render_text` of a message's parts: remembered, since a message is
+    rendered to choose its batch, then again to type it (and again when it waits)."""
+    body = visible_text(content).strip("\n")
     if not body.strip():
         return ""
-    return _tagged(message, profile, quote_sender_tags(body, profile.tag_format))
+    return _tag(sender, to, quote_sender_tags(body, tag_format), tag_format, prefixes)
 
 
 def quote_sender_tags(body: str, tag_format: str) -> str:
@@ -58,10 +67,14 @@ def quote_sender_tags(body: str, tag_format: str) -> str:
 
 
 def _tagged(message: Message, profile: Profile, body: str) -> str:
-    text = profile.tag_format.format(sender=one_line(message.sender),
-                                     to=one_line(address_label(message)), text=body)
+    return _tag(message.sender, address_label(message), body, profile.tag_format,
+                profile.guard_prefixes)
+
+
+def _tag(sender: str, to: str, body: str, tag_format: str, prefixes: str) -> str:
+    text = tag_format.format(sender=one_line(sender), to=one_line(to), text=body)
     # the format comes from a (user's) profile: the whole is cleaned, not just the parts
-    return guard(visible_text(text), profile.guard_prefixes)
+    return guard(visible_text(text), prefixes)
 
 
 def guard(text: str, prefixes: str) -> str:

@@ -533,6 +533,9 @@ class ScreenModel:
         self.generation = 0  # bumps on every feed; "has anything changed since"
         self._resizes = 0
         self._lines: tuple[tuple[int, int], list[str]] | None = None  # (generation, resizes)
+        # any_line_matches' answers for the lines they were found in
+        self._matches_of: list[str] | None = None
+        self._matches: dict[tuple[tuple[re.Pattern[str], ...], int | None], bool] = {}
 
     @property
     def screen(self) -> CaptureScreen:
@@ -676,11 +679,20 @@ class ScreenModel:
 
     def any_line_matches(self, patterns: tuple[re.Pattern[str], ...],
                          bottom: int | None = None) -> bool:
-        """Does any visible line (only the last ``bottom`` lines, if given) match?"""
+        """Does any visible line (only the last ``bottom`` lines, if given) match?
+
+        Remembered until the screen changes: before each message readiness and the
+        published state ask the same questions several times."""
         lines = self.lines()
-        if bottom is not None:
-            lines = lines[-bottom:]
-        return any(p.search(line) for line in lines for p in patterns)
+        if self._matches_of is not lines:
+            self._matches_of, self._matches = lines, {}
+        key = (patterns, bottom)
+        found = self._matches.get(key)
+        if found is None:
+            window = lines if bottom is None else lines[-bottom:]
+            found = self._matches[key] = any(p.search(line) for line in window
+                                             for p in patterns)
+        return found
 
 
 class RowsRead(NamedTuple):

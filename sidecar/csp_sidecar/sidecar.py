@@ -396,9 +396,11 @@ class Sidecar:
     # -- state ---------------------------------------------------------------
 
     def publish(self) -> None:
-        self.states.publish({"State": self.state, "QueueLength": self.queue_length,
-                             "Reason": self.reason, "Pid": self.pid,
-                             "LastActivity": self._last_activity})
+        self.states.changed(self._properties)
+
+    def _properties(self) -> dict[str, Any]:
+        return {"State": self.state, "QueueLength": self.queue_length, "Reason": self.reason,
+                "Pid": self.pid, "LastActivity": self._last_activity}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -495,6 +497,7 @@ class Sidecar:
             self.delivery.close()
             self._restore_modes()
             self.publish()
+            self.states.flush()
             await self._close_reports()
             await self._flush_outbox()
             for task in tasks:

@@ -1,10 +1,19 @@
 """Telling the world what the agent is doing: D-Bus, the gateway, the pane title.
 
-The sidecar calls :meth:`StatePublisher.publish` with its current properties
-whenever something may have changed; only what did change goes out: a
+The sidecar calls :meth:`StatePublisher.changed` whenever something may have
+changed; only what did change goes out: a
 ``PropertiesChanged`` to each listener (the D-Bus object), a ``state`` frame
 to the gateway, the tmux pane title.  ``LastActivity`` alone changes with
 every byte, so it reaches the listeners but not the gateway or the title.
+
+The gateway and the title hear of a change ``ANNOUNCE_DELAY`` later, with
+whatever else changed meanwhile: typing a message in changes the state two or
+three times within a few ms, and each report is a frame the gateway handles (and
+inside tmux a ``tmux`` process).  Coming at once, those reports landed among the
+pastes of the other agents of an ``@all`` and slowed them (`make bench`, cases
+fanout_50 and fanout_200); a tenth of a second later no one reading the title
+or ``cspctl agents`` can tell.  D-Bus listeners still hear at once; with none
+(no session bus) the properties are not even worked out before the report is due.
 """
 
 from __future__ import annotations
@@ -12,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from .control import ChangeListener
 from .title import PaneTitle
 
 log = logging.getLogger("csp_sidecar.state")
+
+ANNOUNCE_DELAY = 0.1  # seconds from a change to its report (see the module's docstring)
 
 
 class StatePublisher:
@@ -28,6 +39,8 @@ class StatePublisher:
         self._report = report
         self._listeners: list[ChangeListener] = []
         self._published: dict[str, Any] = {}
+        self._announcing: asyncio.TimerHandle | None = None
+        self._due: Callable[[], Mapping[str, Any]] | None = None  # props to read when due
 
     def add_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -35,7 +48,16 @@ class StatePublisher:
     def get(self, key: str) -> Any:
         return self._published.get(key)
 
-    def publish(self, props: dict[str, Any]) -> None:
+    def changed(self, props: Callable[[], Mapping[str, Any]]) -> None:
+        """Something may have changed; ``props`` reads the current properties.  Read
+        at once for listeners, else when the next report is due."""
+        if self._listeners:
+            self.publish(props())
+        else:
+            self._due = props
+            self._arm()
+
+    def publish(self, props: Mapping[str, Any]) -> None:
         changed = {k: v for k, v in props.items() if self._published.get(k) != v}
         if not changed:
             return
@@ -49,6 +71,30 @@ class StatePublisher:
             self._announce()
 
     def _announce(self) -> None:
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._announcing is not None:
+            return  # already due: it will say what is current then
+        with contextlib.suppress(RuntimeError):  # no loop: the sidecar is on its way out
+            self._announcing = asyncio.get_running_loop().call_later(
+                ANNOUNCE_DELAY, self._announce_now)
+
+    def flush(self) -> None:
+        """Report a change still due now (the sidecar is about to stop)."""
+        if self._announcing is not None:
+            self._announcing.cancel()
+            self._announce_now()
+
+    def _announce_now(self) -> None:
+        self._announcing = None
+        due, self._due = self._due, None
+        if due is not None:
+            props = due()
+            changed = [k for k, v in props.items() if self._published.get(k) != v]
+            self._published.update(props)
+            if all(k == "LastActivity" for k in changed):
+                return
         p = self._published
         queue = int(p.get("QueueLength", 0))
         queued = f" · {queue} queued" if queue else ""

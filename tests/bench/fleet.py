@@ -8,9 +8,12 @@ timestamp of the read that holds the start of the bracketed paste, minus the
 moment just before the POST went out: one clock (``CLOCK_MONOTONIC``) for all.
 
 The stand-ins use a profile of their own (``benchcli``: bracketed paste, a short
-quiet time and submit delay), so a round ends and the agents are idle again
-within a fraction of a second; what is measured, an idle agent being typed into,
-does not depend on it.
+quiet time), so a round ends and the agents are idle again within half a second.
+Its submit delay is the shortest of the profiles csp ships (generic and aider,
+300 ms): what a sidecar does after the paste (the submit key, the CLI's answer,
+the screen) then comes when it would with a real CLI, after the fan-out, and not
+inside the window being measured.  (At 20 ms, as it was, 50 submits and their
+screens competed with the last pastes for the two cores.)
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ prompt_patterns = ['^\u276f(\\s|$)']
 quiet_ms = 40
 paste = "bracketed"
 submit_key = "\\r"
-submit_delay_ms = 20
+submit_delay_ms = 300
 capture = false
 """
 WAVE = 25  # sidecars started at once; the next wave when these are online

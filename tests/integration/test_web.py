@@ -189,10 +189,21 @@ def test_the_room_in_a_browser(csp_env: CspEnv, bus: PrivateBus,
 
     # pause and resume from the page: the sidecar's state on D-Bus follows
     def click_control(action: str) -> None:
-        button = browser.find_element(
-            "css selector", "#agent-list li[data-name='fa-1'] button.control")
-        assert button.text == action
-        button.click()
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        def click() -> bool:
+            # the list is drawn again on each state report: find the button anew
+            try:
+                button = browser.find_element(
+                    "css selector", "#agent-list li[data-name='fa-1'] button.control")
+                if button.text != action:
+                    return False
+                button.click()
+                return True
+            except StaleElementReferenceException:
+                return False
+
+        wait_for(click, what=f"fa-1's {action} button clicked")
 
     wait_for(lambda: page_state(browser, "fa-1") == "ready", what="fa-1 ready on the page")
     click_control("pause")

@@ -14,7 +14,8 @@ from csp_cli.entry import read_send
 from csp_cli.messages_cmd import send as click_send
 from csp_core.errors import BadRequest
 from csp_core.quick import NotHttp, complete_response, request_bytes
-from csp_core.streamclient import WebSocket, _accept, _frame, _masked
+from csp_core.streamclient import WebSocket, _accept
+from csp_core.wsframe import frame, masked
 
 WORDS = ["@all", "@codex", "#backend", "hello", "-", "--room", "-r", "--as", "--urgent",
          "--json", "--room=ops", "--as=bob", "--wait", "--help", "-h", "--", "-rX", "-5",
@@ -100,12 +101,13 @@ def test_the_accept_key_is_rfc_6455s() -> None:
     assert _accept(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
+@pytest.mark.parametrize("mask", [True, False], ids=["client", "server"])
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
-async def test_a_frame_reads_back_as_written(size: int) -> None:
+async def test_a_frame_reads_back_as_written(size: int, mask: bool) -> None:
     text = ("é" * size)[:size] if size else ""
     payload = text.encode()
     reader = asyncio.StreamReader()
-    reader.feed_data(_frame(0x1, payload))
+    reader.feed_data(frame(0x1, payload, mask=mask))
     reader.feed_eof()
     ws = WebSocket(reader, None)  # type: ignore[arg-type]  (never written to here)
     fin, opcode, got = await ws._read_frame(1 << 30)
@@ -114,5 +116,5 @@ async def test_a_frame_reads_back_as_written(size: int) -> None:
 
 def test_masking_twice_gives_the_text_back() -> None:
     data = bytes(range(256)) * 3 + b"tail"
-    assert _masked(_masked(data, b"\x01\x02\x03\x04"), b"\x01\x02\x03\x04") == data
-    assert _masked(data, b"\x01\x02\x03\x04") != data
+    assert masked(masked(data, b"\x01\x02\x03\x04"), b"\x01\x02\x03\x04") == data
+    assert masked(data, b"\x01\x02\x03\x04") != data
