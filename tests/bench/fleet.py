@@ -2,10 +2,13 @@
 the stand-in CLI of :mod:`tests.bench.standin`, all in one room of the bench gateway.
 
 The benchmark holds each sidecar's PTY master (it plays the terminals, and drains
-them) and one unix datagram socket on which every stand-in reports each read with
-its timestamp.  "POST to the first byte at an agent's PTY" is then the stand-in's
-timestamp of the read that holds the start of the bracketed paste, minus the
-moment just before the POST went out: one clock (``CLOCK_MONOTONIC``) for all.
+them) and one file to which every stand-in appends each read with its timestamp;
+the benchmark reads it every ``POLL_S``, so no report wakes it (the harness would
+otherwise take its share of the two cores while the last agents of a fan-out still
+wait for theirs).  "POST to the first byte at an agent's PTY" is then the
+stand-in's timestamp of the read that holds the start of the bracketed paste,
+minus the moment just before the POST went out: one clock (``CLOCK_MONOTONIC``)
+for all; when the benchmark reads the file does not change it.
 
 The stand-ins use a profile of their own (``benchcli``: bracketed paste, a short
 quiet time), so a round ends and the agents are idle again within half a second.
@@ -21,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +51,7 @@ ROUND_TIMEOUT_S = 30.0
 # an idle agent has been quiet a while: this long (3x the profile's quiet time) after
 # it reported itself ready, so the sidecar's own quiet check is long satisfied
 IDLE_GAP_S = 0.12
+POLL_S = 0.002  # how often the stand-ins' reports are read while a round runs
 
 
 class Fleet:
@@ -58,44 +61,53 @@ class Fleet:
         self.prefix = prefix
         self.names: list[str] = []
         self.runs: list[PtyRun] = []
-        self.socket_path = gateway.root / "standin.sock"
-        self._sock: socket.socket | None = None
+        self.reports_path = gateway.root / "standin.reports"
+        self._reports: int | None = None  # read end of the reports file
+        self._partial = b""
         self._t0 = 0
         self._want: set[str] = set()
         self._got: dict[str, int] = {}
         self._submitted: set[str] = set()
-        self._done = asyncio.Event()
         profiles = gateway.root / "config" / "csp" / "profiles"
         profiles.mkdir(parents=True, exist_ok=True, mode=0o700)
         (profiles / f"{PROFILE}.toml").write_text(PROFILE_TOML)
 
     # -- the stand-ins' reports --------------------------------------------
 
-    def _listen(self) -> None:
-        if self._sock is not None:
+    def _open_reports(self) -> None:
+        if self._reports is not None:
             return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(self.socket_path))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        sock.setblocking(False)
-        self._sock = sock
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_reports)
+        self.reports_path.touch(mode=0o600)
+        self._reports = os.open(self.reports_path, os.O_RDONLY | os.O_CLOEXEC)
 
-    def _on_reports(self) -> None:
-        assert self._sock is not None
+    def _read_reports(self) -> None:
+        """Take in the lines the stand-ins appended since the last look."""
+        assert self._reports is not None
+        while chunk := os.read(self._reports, 1 << 20):
+            lines = (self._partial + chunk).split(b"\n")
+            self._partial = lines.pop()
+            for line in lines:
+                self._on_report(line)
+
+    async def _until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Read reports until ``condition`` holds; False if it does not in time."""
+        deadline = time.monotonic() + timeout
         while True:
-            try:
-                raw = self._sock.recv(256)
-            except BlockingIOError:
-                return
+            self._read_reports()
+            if condition():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+
+    def _on_report(self, raw: bytes) -> None:
+        if raw:
             name, at, flags = raw.decode().split()
             t = int(at)
             if t < self._t0:
-                continue
+                return
             if "P" in flags and name in self._want and name not in self._got:
                 self._got[name] = t
-                if len(self._got) == len(self._want):
-                    self._done.set()
             if "S" in flags:
                 self._submitted.add(name)
 
@@ -103,7 +115,7 @@ class Fleet:
 
     async def grow(self, size: int) -> float:
         """Start agents until there are ``size``; seconds it took (all online)."""
-        self._listen()
+        self._open_reports()
         t0 = time.monotonic()
         env = bench_env(self.gateway.env)
         while len(self.names) < size:
@@ -111,7 +123,7 @@ class Fleet:
                                                        min(size, len(self.names) + WAVE))]
             for name in wave:
                 argv = sidecar_argv(name, PROFILE, sys.executable, "-I", "-S", str(STANDIN),
-                                    name, str(self.socket_path))
+                                    name, str(self.reports_path))
                 argv[argv.index("--"):argv.index("--")] = ["--room", self.room]
                 run = PtyRun(argv, env)
                 asyncio.get_running_loop().add_reader(run.fd, _drain, run)
@@ -152,12 +164,11 @@ class Fleet:
         await asyncio.gather(*(asyncio.to_thread(run.close) for run in self.runs))
         self.runs.clear()
         self.names.clear()
-        if self._sock is not None:
-            loop.remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
+        if self._reports is not None:
+            os.close(self._reports)
+            self._reports = None
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.socket_path)
+                os.unlink(self.reports_path)
 
     def pids(self) -> list[int]:
         return [run.pid for run in self.runs]
@@ -169,20 +180,16 @@ class Fleet:
         """Seconds from just before ``post()`` to the paste's first byte at each of
         ``names``; then wait until they have taken it and are idle again."""
         await asyncio.sleep(IDLE_GAP_S)
+        self._read_reports()  # what came before this round is not part of it
         self._want, self._got, self._submitted = set(names), {}, set()
-        self._done = asyncio.Event()
         self._t0 = time.monotonic_ns()
         await post()
-        try:
-            await asyncio.wait_for(self._done.wait(), ROUND_TIMEOUT_S)
-        except TimeoutError:
+        if not await self._until(lambda: len(self._got) == len(self._want), ROUND_TIMEOUT_S):
             missing = sorted(set(names) - set(self._got))
             raise RuntimeError(f"fleet: no paste at {len(missing)} agent(s) within "
-                               f"{ROUND_TIMEOUT_S}s: {missing[:5]}") from None
+                               f"{ROUND_TIMEOUT_S}s: {missing[:5]}")
         samples = [(t - self._t0) / 1e9 for t in self._got.values()]
-        deadline = time.monotonic() + ROUND_TIMEOUT_S
-        while not set(names) <= self._submitted and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await self._until(lambda: set(names) <= self._submitted, ROUND_TIMEOUT_S)
         await self.until_ready(names)
         return samples
 
