@@ -56,9 +56,10 @@ def visible_text(text: str) -> str:
     together.  The result is a fixed point: ``visible_text`` changes it no more.
     """
     text = _HIDDEN.sub("", _LINE_BREAK.sub("\n", text))
-    if not text.isascii():
-        text = text.translate({ord(ch): None for ch in set(text)
-                               if unicodedata.category(ch) == "Cf"})
+    if text.isascii():
+        return text  # what is left of ASCII is printable, newline or tab: no Cf, no selector
+    text = text.translate({ord(ch): None for ch in set(text)
+                           if not ch.isascii() and unicodedata.category(ch) == "Cf"})
     return _SELECTOR_RUN.sub(r"\1", text)
 
 
