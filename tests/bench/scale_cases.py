@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -22,6 +23,7 @@ from .fleet import Fleet
 from .gateway import BenchGateway
 from .procstat import sample
 from .ptyrun import REPO
+from .rawpost import RawPoster
 from .registry import Context, Figures, Target, case, percentiles
 
 RATE_ROOM = "rate"
@@ -182,7 +184,7 @@ async def _fanout(ctx: Context, size: int, rounds: int) -> tuple[Figures, list[f
     await asyncio.sleep(QUIET_S)  # the start-up has settled
     samples: list[float] = []
     pids = fleet.pids()[:size]
-    async with ctx.gateway.client() as c:
+    async with _poster(ctx) as c:
         # The first message a sidecar types in costs it about three times what the
         # next ones do (Python runs that code for the first time in the process:
         # unspecialised, nothing cached), and the agents started just before this
@@ -192,10 +194,10 @@ async def _fanout(ctx: Context, size: int, rounds: int) -> tuple[Figures, list[f
             ["@all"], f"fan-out {size} first message", room=fleet.room))
     cpu0, sidecars0 = ctx.gateway.sample().cpu_s, _cpu(pids)
     t0 = time.monotonic()
-    async with ctx.gateway.client() as c:
+    async with _poster(ctx) as c:
         for i in range(rounds):
-            samples += await fleet.deliver(names, lambda i=i: c.send(
-                ["@all"], f"fan-out {size} round {i}", room=fleet.room))
+            samples += await fleet.deliver(names, functools.partial(
+                c.send, ["@all"], f"fan-out {size} round {i}", room=fleet.room))
     busy, sidecars1 = ctx.gateway.sample(), _cpu(pids)
     cold_figures = percentiles(cold)
     figures: Figures = {"agents": size, "rounds": rounds, "fleet_grow_s": round(started, 1),
@@ -221,6 +223,11 @@ async def _fanout(ctx: Context, size: int, rounds: int) -> tuple[Figures, list[f
     return figures, samples
 
 
+def _poster(ctx: Context) -> RawPoster:
+    """The POSTs these cases time (see :mod:`tests.bench.rawpost`)."""
+    return RawPoster(ctx.gateway.socket, ctx.gateway.token_path)
+
+
 def _cpu(pids: list[int]) -> float:
     """CPU seconds of these processes so far (those gone count nothing)."""
     total = 0.0
@@ -240,14 +247,14 @@ async def one_agent(ctx: Context) -> Figures:
     samples: list[float] = []
     answered: list[float] = []  # the same POSTs: sent -> their 201 (stored durably)
 
-    async with ctx.gateway.client() as c:
+    async with _poster(ctx) as c:
         async def post(i: int) -> None:
             t0 = time.perf_counter()
             await c.send([f"@{name}"], f"one agent {i}")
             answered.append(time.perf_counter() - t0)
 
         for i in range(ctx.n(100)):
-            samples += await fleet.deliver([name], lambda i=i: post(i))
+            samples += await fleet.deliver([name], functools.partial(post, i))
     figures: Figures = {**percentiles(samples),
                         "mean_ms": round(statistics.fmean(samples) * 1e3, 3),
                         **percentiles(answered, "post_answered_")}
