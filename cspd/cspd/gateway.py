@@ -68,7 +68,7 @@ class Gateway:
                 f"{len(self.hub.watchers)} watching{presence}")
 
     def update_status(self) -> None:
-        self.notifier.status(self.status_text())
+        self.notifier.status(self.status_text)  # worked out only when it may be sent
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

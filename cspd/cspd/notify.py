@@ -8,7 +8,9 @@ every post, and a datagram to the manager per post is load on systemd (it
 re-broadcasts each change as ``PropertiesChanged`` on the bus) for a line a
 person reads now and then.  A changed text goes out at once if the last one
 left at least :data:`STATUS_INTERVAL` ago, otherwise once that interval is
-over, carrying the newest text; an unchanged text is never sent again.
+over, carrying the newest text; an unchanged text is never sent again.  The
+text may be given as a function: while a send is already due it is not even
+worked out (the gateway's counts every agent online, on every post).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 
 import sdnotify
 
@@ -30,7 +33,8 @@ class Notifier:
         self._sd = sdnotify.SystemdNotifier() if self.enabled else None
         self._watchdog: asyncio.TimerHandle | None = None
         self.last_status = ""  # the text systemd has now
-        self._wanted = ""  # the newest text asked for (sent once the interval allows)
+        # the newest text asked for (sent once the interval allows), or what makes it
+        self._wanted: str | Callable[[], str] = ""
         self._sent_at = -STATUS_INTERVAL  # monotonic time of the last STATUS=
         self._flush: asyncio.TimerHandle | None = None
         self._stopping = False
@@ -45,17 +49,20 @@ class Notifier:
         self.status(status, force=True)
         self.send("READY=1")
 
-    def status(self, text: str, force: bool = False) -> None:
+    def status(self, text: str | Callable[[], str], force: bool = False) -> None:
         """Ask for ``STATUS=text``; sent now, later (throttled) or not at all if unchanged."""
         if self._stopping and not force:
             return  # after STOPPING=1 the status stays "stopping"
+        if self._flush is not None and not force:
+            self._wanted = text  # a send is already due; it takes the newest text
+            return
+        if callable(text):
+            text = text()
         self._wanted = text
         if force:
             self._cancel_flush()
             self._send_status(text)
             return
-        if self._flush is not None:
-            return  # a send is already due; it takes the newest text
         if text == self.last_status:
             return
         wait = self._sent_at + STATUS_INTERVAL - time.monotonic()
@@ -71,8 +78,10 @@ class Notifier:
 
     def _flush_status(self) -> None:
         self._flush = None
-        if self._wanted != self.last_status and not self._stopping:
-            self._send_status(self._wanted)
+        wanted = self._wanted() if callable(self._wanted) else self._wanted
+        self._wanted = wanted
+        if wanted != self.last_status and not self._stopping:
+            self._send_status(wanted)
 
     def _send_status(self, text: str) -> None:
         self.last_status = text

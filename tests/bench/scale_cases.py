@@ -22,6 +22,7 @@ from .coldstart import cold_starts
 from .fleet import Fleet
 from .gateway import BenchGateway
 from .procstat import sample
+from .profile import profiled
 from .ptyrun import REPO
 from .rawpost import RawPoster
 from .registry import Context, Figures, Target, case, percentiles
@@ -144,6 +145,9 @@ async def _rates(ctx: Context, gw: BenchGateway, prefix: str = "") -> Figures:
                Target("batch_msgs_per_s", 20000, "min")))
 async def durable_rate(ctx: Context) -> Figures:
     figures = await _rates(ctx, ctx.gateway)
+    # the same load once more, under a profiler (not timed: sampling slows it)
+    async with profiled(ctx.gateway.pid, figures, "single_profile_"):
+        await _load(ctx.gateway, 8, ctx.n(5_000))
     floor = await _floor(ctx)
     figures["floor_bare_aiohttp_req_per_s"] = floor["single_req_per_s"]
     on_uvloop = ""
@@ -157,11 +161,17 @@ async def durable_rate(ctx: Context) -> Figures:
         on_uvloop = f" ({uv_floor['single_req_per_s']} on uvloop)"
     if figures["single_msgs_per_s"] < 5000:
         per_msg = figures["single_gateway_cpu_us_per_msg"]
+        spread = (f"csp's own code has {figures['single_profile_csp_percent']}% of the "
+                  f"CPU samples, its largest function "
+                  f"{figures.get('single_profile_top_csp_function', '-')}; aiohttp "
+                  f"{figures.get('single_profile_aiohttp_percent', 0)}%, asyncio "
+                  f"{figures.get('single_profile_asyncio_percent', 0)}% (single_profile_*)"
+                  if "single_profile_csp_percent" in figures else
+                  f"no profile: {figures.get('single_profile_error', '?')}")
         figures["why_missed"] = (
             f"the gateway spends {per_msg} us of CPU per message on this path (both its "
-            f"threads; 200 would be needed for 5,000/s on one core), spread thin: under "
-            "py-spy no csp function holds more than ~2% of it, the rest is aiohttp's "
-            "request handling and asyncio's loop; a bare aiohttp server on asyncio's loop "
+            f"threads; 200 would be needed for 5,000/s on one core), spread thin: {spread}; "
+            "a bare aiohttp server on asyncio's loop "
             f"answers {floor['single_req_per_s']} requests/s here to the same client"
             f"{on_uvloop}, with no store, no token, no routing (tests/bench/floor_server.py). "
             "Volume goes through POST /v1/messages:batch (batch_msgs_per_s)")

@@ -96,3 +96,23 @@ async def test_ready_after_a_reload_sends_the_status_at_once(
     assert datagrams(notify_socket) == ["STATUS=1 message",
                                         "RELOADING=1\nSTATUS=reloading configuration",
                                         "STATUS=1 message", "READY=1"]
+
+
+async def test_a_text_given_as_a_function_is_worked_out_only_when_it_may_be_sent(
+        notify_socket: socket.socket) -> None:
+    """The gateway passes its status as a function (it counts every agent online): while
+    a send is due, a burst of posts makes no text at all; the send makes the newest."""
+    n = Notifier()
+    made: list[int] = []
+    count = 0
+
+    def text() -> str:
+        made.append(count)
+        return f"{count} messages"
+
+    for count in range(1, 201):  # noqa: B007  (text() reads it)
+        n.status(text)
+    assert datagrams(notify_socket) == ["STATUS=1 messages"]
+    assert made == [1, 2]  # the first send, and the second call (not yet due: compared)
+    assert await next_datagrams(notify_socket) == ["STATUS=200 messages"]
+    assert made == [1, 2, 200]
