@@ -38,7 +38,7 @@ from .control import ChangeListener
 from .delivery import Delivery, Facts
 from .foreground import ForegroundCheck
 from .hooks import HookChannel, HookEvent, socket_path
-from .injection import Keystrokes
+from .injection import Keystrokes, keystrokes_for
 from .journal import Journal, journal_path
 from .keys import LineTracker
 from .link import GatewayLink
@@ -307,11 +307,29 @@ class Sidecar:
     def _watch_start(self) -> None:
         """Until the CLI has been ready once, look again now and then: a program that
         prints nothing gives no event to look again on."""
+        started = self.readiness.check_started(self.profile_obj.quiet_ms / 1000)
         self.publish()
-        if not self.readiness.started and not self._done.is_set():
+        if not started and not self._done.is_set():
             asyncio.get_running_loop().call_later(0.25, self._watch_start)
         else:
+            self._rehearse()
             self.delivery.kick()
+
+    def _rehearse(self) -> None:
+        """Go through a delivery's checks once, typing nothing, as soon as the CLI is ready.
+
+        The first message a sidecar types in took it two to three times as long as the
+        next ones (`make bench`, fanout_50 and fanout_200: first_message_*): Python
+        running that code for the first time in the process, its regexes and caches
+        still to make.  With an ``@all`` to many agents just started, that was the
+        slowest message of all."""
+        try:
+            self.facts()
+            keystrokes_for([Message(0, self.room, HUMAN, [self.name], "chat",
+                                    "rehearsal", now_iso())],
+                           self.profile_obj, self.name, self.screen.bracketed_paste)
+        except Exception:  # only ever a head start: a real message runs it all again
+            log.debug("rehearsal failed", exc_info=True)
 
     def _schedule_pump(self) -> None:
         """Emulate queued output in slices between other events, so no single look at
