@@ -68,10 +68,7 @@ class StatePublisher:
             except Exception:
                 log.exception("state listener failed")
         if any(k != "LastActivity" for k in changed):
-            self._announce()
-
-    def _announce(self) -> None:
-        self._arm()
+            self._arm()
 
     def _arm(self) -> None:
         if self._announcing is not None:
