@@ -38,7 +38,7 @@ from .control import ChangeListener
 from .delivery import Delivery, Facts
 from .foreground import ForegroundCheck
 from .hooks import HookChannel, HookEvent, socket_path
-from .injection import Keystrokes, keystrokes_for
+from .injection import Keystrokes, render_text
 from .journal import Journal, journal_path
 from .keys import LineTracker
 from .link import GatewayLink
@@ -325,9 +325,10 @@ class Sidecar:
         slowest message of all."""
         try:
             self.facts()
-            keystrokes_for([Message(0, self.room, HUMAN, [self.name], "chat",
-                                    "rehearsal", now_iso())],
-                           self.profile_obj, self.name, self.screen.bracketed_paste)
+            # render_text, not keystrokes_for: a profile with a tiny max_paste_bytes would
+            # have the rehearsal spill a file; rendering touches nothing
+            render_text(Message(0, self.room, HUMAN, [self.name], "chat", "rehearsal",
+                                now_iso()), self.profile_obj)
         except Exception:  # only ever a head start: a real message runs it all again
             log.debug("rehearsal failed", exc_info=True)
 
