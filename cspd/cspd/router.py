@@ -65,7 +65,8 @@ class Router:
         return self.agent_rooms.get(sender, self.config.default_room)
 
     async def post(self, post: Post) -> Message:
-        """Validate, store durably, then publish; returns the stored message."""
+        """Validate, store, publish once committed; returns the stored message once it is
+        durable."""
         return (await self.post_many([post]))[0]
 
     async def post_many(self, posts: list[Post]) -> list[Message]:
@@ -80,9 +81,12 @@ class Router:
             drafts.append(draft)
             if halted_now:
                 halted.append((room.name, room.hop_limit or self.config.hop_limit, members))
-        messages = await self.store.append_many(drafts)
-        for message, draft in zip(messages, drafts, strict=True):
-            self.hub.publish(message, draft.deliver_to)
+        def publish(stored: list[Message]) -> None:
+            # at commit, before the fsync: recipients need not wait for the disk
+            for message, draft in zip(stored, drafts, strict=True):
+                self.hub.publish(message, draft.deliver_to)
+
+        messages = await self.store.append_many(drafts, on_commit=publish)
         for room_name, limit, members in halted:
             self._drop_queued_relays(room_name, members)
             await self.system(room_name, f"relay paused in #{room_name}: {limit} agent-to-agent "

@@ -4,20 +4,31 @@ transactions, storage failures, and the bound on what waits for an absent agent.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from cspd import store as store_module
 from cspd.store import Draft, StorageUnavailable, Store, summary_text
+from tests.polling import async_wait_for
 
 
 def draft(i: int = 0, room: str = "main", deliver_to: tuple[str, ...] = ()) -> Draft:
     return Draft(room=room, sender="human", to=["all"], kind="chat", content=f"m{i}",
                  deliver_to=deliver_to)
+
+
+async def wait_until(condition: Callable[[], object]) -> None:
+    async def check() -> object:
+        return condition()
+    await async_wait_for(check, timeout=10, what="the store")
 
 
 @pytest.fixture
@@ -51,9 +62,77 @@ async def test_group_commit_batches_and_acks_only_committed(store: Store) -> Non
     assert 1 <= store.batches < n
 
 
-async def test_wal_and_full_sync(store: Store) -> None:
+async def test_wal_and_its_fsync_before_an_append_returns(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # COMMIT does not fsync (NORMAL); the store's WalSync does, before any append returns
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    await store.append(draft())
+    assert synced == [f"{store.path}-wal"]
+    synced.clear()
+    await asyncio.gather(*(store.append(draft(i)) for i in range(50)))
+    assert 1 <= len(synced) < 50  # grouped: one fsync covers every commit before it
+
+
+async def test_recipients_get_a_message_at_commit_its_sender_after_the_fsync(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    committed: list[list[int]] = []
+    append = asyncio.ensure_future(store.append_many(
+        [draft(1), draft(2)], on_commit=lambda ms: committed.append([m.id for m in ms])))
+    await wait_until(lambda: committed)
+    assert not append.done()  # handed on, but not acknowledged: not on disk yet
+    reader = sqlite3.connect(store.path)  # and committed: another connection reads it
+    assert reader.execute("SELECT COUNT(*) FROM chat_messages").fetchone()[0] == 2
+    reader.close()
+    release.set()
+    assert [m.id for m in await append] == committed[0]
+
+
+async def test_a_failed_fsync_refuses_the_append(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(StorageUnavailable, match="Input/output error"):
+        await store.append(draft())
+    monkeypatch.undo()
+    await store.append(draft())  # the next fsync that works acknowledges again
+
+
+async def test_checkpoints_run_off_the_writer(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 5)
+    wal = Path(f"{store.path}-wal")
+    for i in range(4):
+        await store.append(draft(i))
+    assert store._checkpointer is None  # not yet
+    for i in range(40):
+        await store.append(draft(i))
+    await wait_until(lambda: store._checkpointer is not None)
+    # SQLite itself never checkpoints (wal_autocheckpoint=0): the WAL would only grow
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    busy, frames, moved = (await store._run(
+        checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)")).fetchone()
+    assert busy == 0 and moved == frames and wal.exists()
 
 
 async def test_files_are_private(store: Store) -> None:
