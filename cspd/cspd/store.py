@@ -546,7 +546,7 @@ class Store:
             self._settle(batch, results, None)
         else:
             self._wal.durable().add_done_callback(
-                lambda done: self._settle(batch, results, done.exception()))
+                lambda done: self._settle(batch, results, _error_of(done)))
         return None
 
     @staticmethod
@@ -1019,6 +1019,15 @@ def _tell(on_commit: OnCommit, messages: list[Message]) -> None:
     except Exception:
         log.exception("handing on committed messages %s..%s failed",
                       messages[0].id, messages[-1].id)
+
+
+def _error_of(done: asyncio.Future[None]) -> BaseException | None:
+    """What a finished fsync future failed with; cancelled (the loop going away) is a
+    failure too: nobody may be told the message is on disk."""
+    if done.cancelled():
+        return StorageUnavailable("the gateway stopped before the message was on disk",
+                                  reason="stopped")
+    return done.exception()
 
 
 def _log_checkpoint_failure(task: asyncio.Future[None]) -> None:
