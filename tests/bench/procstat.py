@@ -15,6 +15,13 @@ class ProcSample:
     peak_rss_kib: int  # VmHWM
 
 
+def thread_cpu_s(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds of one thread (the main thread when ``tid`` is None)."""
+    with open(f"/proc/{pid}/task/{tid or pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def sample(pid: int) -> ProcSample:
     with open(f"/proc/{pid}/stat") as fh:
         # the command name may hold spaces and parentheses: fields start after the last ')'

@@ -22,7 +22,7 @@ from . import wakechain
 from .coldstart import cold_starts
 from .fleet import IDLE_GAP_S, Fleet
 from .gateway import BenchGateway
-from .procstat import sample
+from .procstat import sample, thread_cpu_s
 from .profile import profiled
 from .ptyrun import REPO
 from .rawpost import RawPoster
@@ -121,10 +121,10 @@ async def _rates(ctx: Context, gw: BenchGateway, prefix: str = "") -> Figures:
     async with gw.client() as c:
         await c.request("POST", "/v1/rooms", json_body={"name": RATE_ROOM})
         batches0 = int((await c.health())["store_batches"])
-        cpu0 = gw.sample().cpu_s
+        cpu0, loop0 = gw.sample().cpu_s, thread_cpu_s(gw.pid)
         single = await _load(gw, 8, ctx.n(10_000))
         batches1 = int((await c.health())["store_batches"])
-        cpu1 = gw.sample().cpu_s
+        cpu1, loop1 = gw.sample().cpu_s, thread_cpu_s(gw.pid)
         batch = await _load(gw, 8, ctx.n(50_000), 100)
         cpu2 = gw.sample().cpu_s
     return {
@@ -133,6 +133,9 @@ async def _rates(ctx: Context, gw: BenchGateway, prefix: str = "") -> Figures:
         f"{prefix}single_commits_per_msg": round((batches1 - batches0) / single["messages"], 3),
         f"{prefix}single_gateway_cpu_us_per_msg": round(
             (cpu1 - cpu0) / single["messages"] * 1e6, 1),
+        # the event loop's thread: Python runs on one core at a time (the GIL)
+        f"{prefix}single_gateway_loop_busy_percent": round(
+            (loop1 - loop0) / single["wall_s"] * 100, 1),
         f"{prefix}batch_messages": batch["messages"],
         f"{prefix}batch_msgs_per_s": batch["msgs_per_s"],
         f"{prefix}batch_gateway_cpu_us_per_msg": round(
@@ -170,9 +173,13 @@ async def durable_rate(ctx: Context) -> Figures:
                   f"{figures.get('single_profile_asyncio_percent', 0)}% (single_profile_*)"
                   if "single_profile_csp_percent" in figures else
                   f"no profile: {figures.get('single_profile_error', '?')}")
+        busy = figures["single_gateway_loop_busy_percent"]
+        bound = ("one core's worth of Python (the GIL) is the limit" if busy >= 90 else
+                 "the senders wait on the disk too: each answer waits for its fsync")
         figures["why_missed"] = (
-            f"the gateway spends {per_msg} us of CPU per message on this path (both its "
-            f"threads; 200 would be needed for 5,000/s on one core), spread thin: {spread}; "
+            f"the gateway's event-loop thread was busy {busy}% of the run: {bound}. It "
+            f"spends {per_msg} us of CPU per message on this path (all its threads; 200 "
+            f"would be needed for 5,000/s on one core), spread thin: {spread}; "
             "a bare aiohttp server on asyncio's loop "
             f"answers {floor['single_req_per_s']} requests/s here to the same client"
             f"{on_uvloop}, with no store, no token, no routing (tests/bench/floor_server.py). "
