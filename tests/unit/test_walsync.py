@@ -49,18 +49,10 @@ async def test_groups_and_at_most_in_flight_fsyncs(
 
 
 async def test_without_a_wal_the_database_itself_is_synced(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, fsynced: list[str]) -> None:
     db = tmp_path / "csp.sqlite3"
     db.write_bytes(b"pages")
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
     sync = WalSync(db)
     await sync.durable()
-    assert synced == [str(db)]
+    assert fsynced == [str(db)]
     await sync.close()
