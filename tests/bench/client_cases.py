@@ -167,6 +167,19 @@ class Agent:
             return await _agent_state(self.ctx, self.name) == "ready"
         await _until(f"{self.name} ready", check)
 
+    async def settled(self) -> None:
+        """Ready, and the stand-in's own log agrees that every prompt it took has ended.
+
+        The gateway hears an agent's state up to 100 ms late (the sidecar coalesces its
+        reports): right after a prompt went in it may still say "ready", and a round
+        started then would type its task into a turn still running."""
+        async def check() -> bool:
+            records = self.records()
+            prompts = sum(1 for r in records if "prompt" in r)
+            ends = sum(1 for r in records if "turn_end" in r)
+            return prompts == ends and await _agent_state(self.ctx, self.name) == "ready"
+        await _until(f"{self.name} settled", check)
+
     def records(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
@@ -263,7 +276,7 @@ async def turn_end_to_typing(ctx: Context) -> Figures:
     async with Agent(ctx, "bench-turns", BUSY_THINK_S) as agent, \
             ctx.gateway.client() as c:
         for rnd in range(max(2, ctx.n(10))):
-            await agent.ready()
+            await agent.settled()
             before = len(agent.records())
             agent.run.write(f"busy work {rnd}\r".encode())  # its human gives it a task
             tags = [f"t{rnd}-{i}." for i in range(QUEUED)]
@@ -292,7 +305,7 @@ async def twenty_to_one(ctx: Context) -> Figures:
     prompts: list[int] = []
     async with Agent(ctx, "bench-twenty", 0.05) as agent, ctx.gateway.client() as c:
         for rnd in range(max(1, ctx.n(3))):
-            await agent.ready()
+            await agent.settled()
             before = len(agent.records())
             tags = [f"w{rnd}-{i:02d}." for i in range(TWENTY)]
             t0 = time.monotonic()
