@@ -270,6 +270,7 @@ class Store:
         self._db: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None  # store thread only
         self._commits_since_checkpoint = 0
+        self._checkpointing: asyncio.Future[None] | None = None
         self._last_commit = float("-inf")  # loop time of the last commit
         self._wal = WalSync(path)
         # WAL mode, where COMMIT is made durable by self._wal; else COMMIT syncs itself
@@ -594,9 +595,11 @@ class Store:
         self._commits_since_checkpoint += 1
         if self._commits_since_checkpoint < CHECKPOINT_EVERY or self._syncs_itself:
             return
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return  # the last one still runs: the next commit asks again
         self._commits_since_checkpoint = 0
-        task = asyncio.ensure_future(self._on_thread(self._checkpoint_sync))
-        task.add_done_callback(_log_checkpoint_failure)
+        self._checkpointing = asyncio.ensure_future(self._on_thread(self._checkpoint_sync))
+        self._checkpointing.add_done_callback(_log_checkpoint_failure)
 
     def _checkpoint_sync(self) -> None:
         if self._checkpointer is None:
