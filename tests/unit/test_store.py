@@ -9,6 +9,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,6 +95,23 @@ async def test_recipients_get_a_message_at_commit_its_sender_after_the_fsync(
     reader.close()
     release.set()
     assert [m.id for m in await append] == committed[0]
+
+
+async def test_another_process_holding_the_lock_never_stalls_the_loop(store: Store) -> None:
+    # the write lock taken elsewhere (a sqlite3 shell, say): the batch cannot start on the
+    # loop without waiting, so it goes to the store thread, which waits; the loop runs on
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    append = asyncio.ensure_future(store.append(draft(7)))
+    started = time.monotonic()
+    for _ in range(10):  # the loop turns while the append waits for the lock
+        await asyncio.sleep(0.01)
+    assert time.monotonic() - started < store_module.BUSY_WAIT_MS / 2000
+    assert not append.done()
+    other.execute("COMMIT")
+    other.close()
+    message = await append
+    assert (await store.get(message.id)) == message
 
 
 async def test_a_failed_fsync_refuses_the_append(
