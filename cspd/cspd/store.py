@@ -553,6 +553,7 @@ class Store:
     @staticmethod
     def _settle(batch: list[_Queued], results: list[_Result],
                 error: BaseException | None) -> None:
+        """Resolve a batch's futures: with its results, or all with ``error``."""
         for queued, result in zip(batch, results, strict=True):
             if queued.fut.done():
                 continue
@@ -561,13 +562,9 @@ class Store:
             else:
                 queued.fut.set_exception(error)
 
-    @staticmethod
-    def _fail(batch: list[_Queued], error: Exception | None) -> None:
-        if error is None:
-            return
-        for queued in batch:
-            if not queued.fut.done():
-                queued.fut.set_exception(error)
+    def _fail(self, batch: list[_Queued], error: Exception | None) -> None:
+        if error is not None:
+            self._settle(batch, [None] * len(batch), error)
 
     async def _write_batch(self, items: list[_Write]) -> list[_Result]:
         """A batch's transaction, committed on the event loop (page cache only).

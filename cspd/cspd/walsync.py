@@ -40,7 +40,7 @@ class WalSync:
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
         self.wal_path = Path(f"{db_path}-wal")
-        self.syncs = 0  # fsyncs done, for tests and the bench
+        self.syncs = 0  # fsyncs done (the tests count them)
         self._executor = ThreadPoolExecutor(max_workers=IN_FLIGHT,
                                             thread_name_prefix="csp-sync")
         self._waiting: list[asyncio.Future[None]] = []

@@ -14,7 +14,6 @@ csp's.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import struct
 import subprocess
@@ -96,5 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     main()
