@@ -213,26 +213,33 @@ class Delivery:
         The paste is written before this returns, not from a task: a task would start
         only after everything else the loop has ready (at a turn's end, the reply's
         posting and the screen's update: some 10 ms), and a turn's end to the next
-        prompt is a latency csp promises (<= 50 ms).  The submit key follows from a
-        task, after the profile's delay.
+        prompt is a latency csp promises (<= 50 ms).  The submit key follows after the
+        profile's delay, from a task started then: nothing more is made in this call
+        (in a fan-out every agent's sidecar wakes at once, and what each does before
+        it sleeps again delays the pastes of the others).
         """
         self.typing = True
+        loop = asyncio.get_running_loop()
         try:
             batch = take_batch(self.queue.items, self.profile)
             keys = keystrokes_for(batch, self.profile, self.agent, self._bracketed())
             if keys is None:  # nothing would show: nothing to type, nothing to wait for
                 self.queue.remove(batch)
-                rest = self._ack([m.id for m in batch if m.id > 0])
-            else:
-                self._paste(batch, keys)
-                rest = self._submit(batch, keys)
+                self._task = loop.create_task(
+                    self._finish(self._ack([m.id for m in batch if m.id > 0])))
+                return
+            self._paste(batch, keys)
         except Exception:
             log.exception("typing a message in failed")
             self.typing = False
             self._on_change()
-            asyncio.get_running_loop().call_soon(self.kick)  # not from inside kick
+            loop.call_soon(self.kick)  # not from inside kick
             return
-        self._task = asyncio.get_running_loop().create_task(self._finish(rest))
+        loop.call_later(self.profile.submit_delay_ms / 1000, self._start_submit, batch, keys)
+
+    def _start_submit(self, batch: list[Message], keys: Keystrokes) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._finish(self._submit(batch, keys)))
 
     async def _finish(self, rest: Awaitable[object]) -> None:
         try:
@@ -258,10 +265,10 @@ class Delivery:
             raise
 
     async def _submit(self, batch: list[Message], keys: Keystrokes) -> None:
-        """The submit key, as its own write once the CLI took the paste; then the records."""
+        """The submit key, as its own write once the CLI took the paste (the profile's
+        delay after it); then the records."""
         ids = [m.id for m in batch if m.id > 0]
         try:
-            await asyncio.sleep(self.profile.submit_delay_ms / 1000)
             if self.closed:
                 return
             self._write(keys.submit)

@@ -34,6 +34,7 @@ import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .command import SHELLS, Located, locate, program_name
 from .profiles import Profile, match_profile
@@ -56,9 +57,9 @@ class Unreadable(Exception):
     """``/proc`` could not be read: the check cannot vouch for the terminal."""
 
 
-@dataclass(frozen=True)
-class Stat:
-    """The fields of ``/proc/PID/stat`` the check needs."""
+class Stat(NamedTuple):
+    """The fields of ``/proc/PID/stat`` the check needs (a tuple: one is made for each
+    process of the agent's tree before every message)."""
 
     pid: int
     state: str
@@ -79,7 +80,11 @@ def _read(path: str) -> bytes:
 def read_stat(pid: int, proc: str = "/proc") -> Stat:
     """``/proc/PID/stat``, parsed past the command name (which may hold spaces and
     parentheses).  Raises FileNotFoundError/ProcessLookupError when it is gone."""
-    raw = _read(f"{proc}/{pid}/stat").decode("utf-8", "replace")
+    return _parse_stat(pid, _read(f"{proc}/{pid}/stat"))
+
+
+def _parse_stat(pid: int, data: bytes) -> Stat:
+    raw = data.decode("utf-8", "replace")
     fields = raw[raw.rindex(")") + 2:].split()
     # fields[0] is field 3 of proc(5): state, ppid, pgrp, session, tty_nr, ... starttime (22)
     return Stat(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[4]),
@@ -182,6 +187,57 @@ def expected_programs(command: list[str], profile: Profile) -> frozenset[str]:
     return frozenset(names)
 
 
+class KeptFiles:
+    """``/proc`` files kept open between checks and read again with ``pread``.
+
+    A check runs before every message and reads the same few files each time (the
+    agent's stat and command line, its threads' children lists): kept open, each is
+    one system call instead of three, and no path lookup.  A kept file answers for
+    its process as it is now (an ``exec`` shows its new command line); once the
+    process is gone it fails with ESRCH, and is opened by path again, which then
+    finds the pid's new owner or nothing.  Files a check did not read are closed
+    after it (:meth:`sweep`), so the processes of earlier checks are not held.
+    """
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._read_now: set[str] = set()
+
+    def read(self, path: str) -> bytes:
+        self._read_now.add(path)
+        fd = self._fds.get(path)
+        if fd is not None:
+            try:
+                return os.pread(fd, 65536, 0)
+            except OSError:
+                self._close(path)  # gone (or never what it was): ask the path again
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, 65536, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fds[path] = fd
+        return data
+
+    def sweep(self) -> None:
+        """Close what the check just made did not read."""
+        for path in [p for p in self._fds if p not in self._read_now]:
+            self._close(path)
+        self._read_now.clear()
+
+    def close(self) -> None:
+        for path in list(self._fds):
+            self._close(path)
+
+    def _close(self, path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fds.pop(path))
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+
 class ForegroundCheck:
     """Before each message: is the agent itself what reads the terminal?
 
@@ -192,7 +248,8 @@ class ForegroundCheck:
     It runs before every message, so what it learns of a process is kept, keyed by
     what tells one program from another in the same pid: the process's start time
     and its command line (an ``exec`` changes that; ``/proc/PID/exe`` and ``comm``
-    are read again only then).  Everything else is read afresh each time.
+    are read again only then).  Everything else is read afresh each time, the files
+    of the agent and its descendants through descriptors kept open (:class:`KeptFiles`).
     """
 
     def __init__(self, agent_pid: int, expected: Iterable[str], *, unknown: str | None = None,
@@ -203,6 +260,7 @@ class ForegroundCheck:
         self.proc = proc
         self.last_cost = 0.0
         self._known: dict[tuple[int, int, bytes], Identity] = {}
+        self.files = KeptFiles()
 
     @classmethod
     def for_agent(cls, agent_pid: int, command: list[str], profile: Profile, *,
@@ -239,6 +297,15 @@ class ForegroundCheck:
             return self._check(foreground)
         except Unreadable as exc:
             return f"cannot read /proc ({exc})"
+        finally:
+            self.files.sweep()
+
+    def close(self) -> None:
+        """Close the files kept open (the agent has exited)."""
+        self.files.close()
+
+    def _stat_of(self, pid: int) -> Stat:
+        return _parse_stat(pid, self.files.read(f"{self.proc}/{pid}/stat"))
 
     def _check(self, foreground: int) -> str | None:
         leader = self._stat(self.agent_pid)
@@ -325,7 +392,7 @@ class ForegroundCheck:
 
     def _stat(self, pid: int) -> Stat | None:
         try:
-            return read_stat(pid, self.proc)
+            return self._stat_of(pid)
         except _GONE:
             return None
         except (OSError, ValueError, IndexError) as exc:
@@ -333,7 +400,7 @@ class ForegroundCheck:
 
     def _identify(self, st: Stat) -> Identity | None:
         try:
-            cmdline = _read(f"{self.proc}/{st.pid}/cmdline")
+            cmdline = self.files.read(f"{self.proc}/{st.pid}/cmdline")
             key = (st.pid, st.starttime, cmdline)
             who = self._known.get(key)
             if who is None:
@@ -372,8 +439,7 @@ class ForegroundCheck:
                 continue
             seen.add(pid)
             with contextlib.suppress(OSError, ValueError, IndexError):
-                st = leader if leader is not None and pid == leader.pid else read_stat(
-                    pid, self.proc)
+                st = leader if leader is not None and pid == leader.pid else self._stat_of(pid)
                 if st.pgrp == pgrp:
                     members.append(st)
             try:
@@ -384,7 +450,7 @@ class ForegroundCheck:
                 continue  # gone meanwhile
             for tid in tasks:
                 try:
-                    todo.extend(int(c) for c in _read(
+                    todo.extend(int(c) for c in self.files.read(
                         f"{self.proc}/{pid}/task/{tid}/children").split())
                 except FileNotFoundError:
                     if pid == self.agent_pid and tid == str(pid):

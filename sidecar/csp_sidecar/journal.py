@@ -4,7 +4,8 @@ The gateway replays every message the agent has not acknowledged.  Between
 typing a message and acknowledging it the sidecar may die (kill -9, a closed
 pane); its record of what it typed must outlive it, or the replay types the
 message again.  So before typing, the sidecar appends ``typing`` with the
-messages; right after the submit key, ``submitted``; when the CLI's turn on it
+messages' ids and senders (what a report of an interrupted turn names; not their
+text, which can be megabytes); right after the submit key, ``submitted``; when the CLI's turn on it
 ends, ``answered``.  Each record is one JSON line, written (``write(2)``) before
 the sidecar goes on, and never fsynced: what it guards against is the *process*
 dying, and a write survives that in the page cache.  Only the machine going down
@@ -47,10 +48,18 @@ COMPACT_AFTER = 500  # records
 KEEP_IDS = 2000  # submitted ids remembered (replays of older ones are not expected)
 
 
+@dataclass(frozen=True)
+class Typed:
+    """A message as the journal keeps it: enough to name it in the room."""
+
+    id: int
+    sender: str
+
+
 @dataclass
 class Recovered:
     submitted: set[int] = field(default_factory=set)
-    unanswered: list[Message] = field(default_factory=list)
+    unanswered: list[Typed] = field(default_factory=list)
 
 
 def journal_path(agent: str) -> Path:
@@ -81,7 +90,7 @@ class Journal:
 
     def recover(self) -> Recovered:
         """What the last run left: see the module's docstring."""
-        typed: dict[int, Message] = {}
+        typed: dict[int, Typed] = {}
         submitted: list[int] = []
         answered: set[int] = set()
         for record in self._read():
@@ -90,8 +99,7 @@ class Journal:
             if op == "typing":
                 for raw in record.get("messages", []):
                     with contextlib.suppress(KeyError, TypeError, ValueError):
-                        m = Message.from_json(raw)
-                        typed[m.id] = m
+                        typed[int(raw["id"])] = Typed(int(raw["id"]), str(raw["from"]))
             elif op == "submitted":
                 submitted.extend(ids)
             elif op == "answered":
@@ -134,8 +142,8 @@ class Journal:
             self.open()
 
     def typing(self, messages: list[Message]) -> None:
-        ids = [m.id for m in messages]
-        self._append({"op": "typing", "ids": ids, "messages": [m.to_json() for m in messages]})
+        self._append({"op": "typing", "ids": [m.id for m in messages],
+                      "messages": [{"id": m.id, "from": m.sender} for m in messages]})
 
     def submitted(self, ids: list[int]) -> None:
         self._append({"op": "submitted", "ids": ids})

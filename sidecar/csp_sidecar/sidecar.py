@@ -512,6 +512,8 @@ class Sidecar:
                 loop.remove_signal_handler(sig)
             status = await self.child.reap()
             self.exit_status = status
+            if self.foreground is not None:
+                self.foreground.close()
             self.delivery.interrupted(f"exited (status {status})")
             self.delivery.close()
             self._restore_modes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,20 @@ def test_a_submitted_message_is_remembered_across_a_crash(tmp_path: Path) -> Non
     recovered = Journal(path).recover()
     assert recovered.submitted == {1, 2}
     assert [m.id for m in recovered.unanswered] == [1, 2]  # their turn never ended
+    assert {m.sender for m in recovered.unanswered} == {"human"}  # named in the report
     assert path.stat().st_mode & 0o777 == 0o600
+    assert "m1" not in path.read_text()  # ids and senders only, not the text
+
+
+def test_a_journal_with_whole_messages_is_still_read(tmp_path: Path) -> None:
+    # earlier sidecars wrote each typed message whole
+    path = tmp_path / "fa.journal"
+    path.write_text(json.dumps({"op": "typing", "ids": [4],
+                                "messages": [message(4).to_json()]}) + "\n"
+                    + json.dumps({"op": "submitted", "ids": [4]}) + "\n")
+    recovered = Journal(path).recover()
+    assert recovered.submitted == {4}
+    assert [(m.id, m.sender) for m in recovered.unanswered] == [(4, "human")]
 
 
 def test_an_answered_turn_is_not_reported_again(tmp_path: Path) -> None:

@@ -252,6 +252,31 @@ def test_an_agent_that_has_exited_is_not_typed_into(term: Start) -> None:
     assert check.blocker(t.fd) == "the agent has exited"
 
 
+def test_kept_files_follow_the_agent_and_let_go_of_what_is_gone(term: Start) -> None:
+    # the check reads the agent's /proc files through descriptors it keeps open between
+    # calls: they must see a child come and go, hold nothing of the child once it is
+    # gone, and see the agent itself exit
+    t = term(agent("subprocess.call(['bash', '--norc', '--noprofile'], "
+                   "stderr=subprocess.DEVNULL)"))
+    check = ForegroundCheck(t.pid, {"python3"})
+    t.wait_output("READY")
+    t.wait_reason(check, None)
+    alone = len(check.files)
+    assert alone >= 3  # its stat, its command line, its threads' children lists
+    t.send(b"\r")
+    t.wait_reason(check, "bash is in the foreground")
+    assert len(check.files) > alone  # the shell's files too
+    t.send(b"exit\r")
+    t.wait_reason(check, None)
+    assert len(check.files) == alone  # the shell's are closed
+    t.send(b"\x04")  # input() ends: the agent exits
+    t.wait_reason(check, "the agent has exited")
+    wait_for(lambda: not t.proc.isalive(), what="the agent reaped")
+    assert check.blocker(t.fd) == "the agent has exited"
+    check.close()
+    assert len(check.files) == 0
+
+
 def test_an_unreadable_proc_blocks(term: Start, tmp_path: Path) -> None:
     t = term(agent("pass"))
     t.wait_output("READY")
