@@ -43,6 +43,7 @@ _HIDDEN = re.compile(
     "\U000e0000-\U000e0fff"  # tag characters, variation selectors 17-256, reserved
     "]"
 )
+_ASCII = frozenset(map(chr, range(128)))
 # several presentation selectors in a row show as one: the rest could only carry data
 _SELECTOR_RUN = re.compile("([\ufe0e\ufe0f])[\ufe0e\ufe0f]+")
 
@@ -58,9 +59,13 @@ def visible_text(text: str) -> str:
     text = _HIDDEN.sub("", _LINE_BREAK.sub("\n", text))
     if text.isascii():
         return text  # what is left of ASCII is printable, newline or tab: no Cf, no selector
-    text = text.translate({ord(ch): None for ch in set(text)
-                           if not ch.isascii() and unicodedata.category(ch) == "Cf"})
-    return _SELECTOR_RUN.sub(r"\1", text)
+    wide = set(text).difference(_ASCII)  # each other character once (a tag's arrow, say)
+    hidden = {ord(ch): None for ch in wide if unicodedata.category(ch) == "Cf"}
+    if hidden:
+        text = text.translate(hidden)
+    if "\ufe0e" in wide or "\ufe0f" in wide:
+        text = _SELECTOR_RUN.sub(r"\1", text)
+    return text
 
 
 def one_line(text: str) -> str:

@@ -67,6 +67,7 @@ class Stat(NamedTuple):
     pgrp: int
     tty_nr: int
     starttime: int
+    threads: int
 
 
 def _read(path: str) -> bytes:
@@ -86,9 +87,10 @@ def read_stat(pid: int, proc: str = "/proc") -> Stat:
 def _parse_stat(pid: int, data: bytes) -> Stat:
     raw = data.decode("utf-8", "replace")
     fields = raw[raw.rindex(")") + 2:].split()
-    # fields[0] is field 3 of proc(5): state, ppid, pgrp, session, tty_nr, ... starttime (22)
+    # fields[0] is field 3 of proc(5): state, ppid, pgrp, session, tty_nr, ...
+    # num_threads (20), starttime (22)
     return Stat(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[4]),
-                int(fields[19]))
+                int(fields[19]), int(fields[17]))
 
 
 def read_argv(pid: int, proc: str = "/proc") -> list[str]:
@@ -438,12 +440,15 @@ class ForegroundCheck:
             if pid in seen:
                 continue
             seen.add(pid)
+            st: Stat | None = None
             with contextlib.suppress(OSError, ValueError, IndexError):
                 st = leader if leader is not None and pid == leader.pid else self._stat_of(pid)
                 if st.pgrp == pgrp:
                     members.append(st)
             try:
-                tasks = os.listdir(f"{self.proc}/{pid}/task")
+                # one thread (a stand-in, a shell): its own is the only children list
+                tasks = [str(pid)] if st is not None and st.threads == 1 else os.listdir(
+                    f"{self.proc}/{pid}/task")
             except OSError:
                 if pid == self.agent_pid:
                     return None

@@ -191,6 +191,19 @@ def test_a_shell_the_agent_starts_without_job_control_is_caught(term: Start) -> 
     assert t.proc.isalive()
 
 
+def test_a_shell_a_second_thread_starts_is_caught(term: Start) -> None:
+    # children are listed per thread: one started from another thread than the main
+    # one is found only by reading that thread's list
+    t = term(agent("import threading; threading.Thread(target=subprocess.call, args=("
+                   "['bash', '--norc', '--noprofile'],), kwargs={'stderr': subprocess.DEVNULL}"
+                   ").start(); threading.Event().wait()"))
+    check = ForegroundCheck(t.pid, {"python3"})
+    t.wait_output("READY")
+    t.wait_reason(check, None)
+    t.send(b"\r")
+    t.wait_reason(check, "bash is in the foreground")
+
+
 def test_a_shell_with_job_control_names_what_it_runs(term: Start) -> None:
     t = term(agent("subprocess.call(['bash', '--norc', '--noprofile', '-i'])"))
     check = ForegroundCheck(t.pid, {"python3"})
