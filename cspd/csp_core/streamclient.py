@@ -16,6 +16,7 @@ import base64
 import contextlib
 import json
 import os
+from collections import deque
 from urllib.parse import urlencode, urlsplit
 
 from .auth import Bearer
@@ -24,13 +25,15 @@ from .errors import GatewayUnavailable, Unauthorized, decode_response
 from .names import API, IDENTITY_HEADER
 from .protocol import Message, post_body
 from .quick import NotHttp, complete_response, parse_head, request_bytes
-from .wsframe import BINARY, CLOSE, PING, PONG, TEXT, frame, masked
+from .wsframe import BINARY, CLOSE, PING, PONG, TEXT, FrameReader, frame
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 MAX_MESSAGE = 4 * 1024 * 1024  # as the gateway's own limit
+READ_SIZE = 64 * 1024  # one read's buffer, kept for the connection's life
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 
 
@@ -136,31 +139,40 @@ class StreamClient:
         key = base64.b64encode(os.urandom(16))
         headers = {**self._headers(), "Upgrade": "websocket", "Connection": "Upgrade",
                    "Sec-WebSocket-Key": key.decode(), "Sec-WebSocket-Version": "13"}
-        reader, writer = await self._connect()
+        ws = WebSocket()
         try:
-            writer.write(request_bytes("GET", path, headers, b""))
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
-            status, answer = parse_head(head[:-4])
+            await asyncio.wait_for(self._open(ws), self.timeout)
+            ws.transport_write(request_bytes("GET", path, headers, b""))
+            status, answer, body = await asyncio.wait_for(ws.handshake(), self.timeout)
             if status != 101:  # refused: the answer's body says why
-                _, body = await self._rest_of(reader, head)
                 decode_response(status, body)  # raises the error it describes
                 raise GatewayUnavailable(f"the gateway answered {status} to a WebSocket")
             if answer.get("sec-websocket-accept", "").encode() != _accept(key):
                 raise NotHttp("a WebSocket handshake with the wrong accept key")
         except TimeoutError:
-            writer.close()
+            ws.abort()
             raise GatewayUnavailable.no_answer(self.address, self.timeout) from None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            writer.close()
-            raise GatewayUnavailable.not_running(self.address, str(exc)) from None
+        except OSError as exc:
+            ws.abort()
+            raise GatewayUnavailable.not_running(self.address,
+                                                 str(exc.strerror or exc)) from None
         except NotHttp as exc:
-            writer.close()
+            ws.abort()
             raise GatewayUnavailable(f"what answers at {self.address} is not csp's "
                                      f"gateway ({exc})") from None
         except BaseException:
-            writer.close()
+            ws.abort()
             raise
-        return WebSocket(reader, writer)
+        return ws
+
+    async def _open(self, ws: WebSocket) -> None:
+        loop = asyncio.get_running_loop()
+        if self.address.startswith(("http://", "https://")):
+            url = urlsplit(self.address)
+            await loop.create_connection(lambda: ws, url.hostname or "127.0.0.1",
+                                         url.port or 80)
+        else:
+            await loop.create_unix_connection(lambda: ws, self.address)
 
 
 def _accept(key: bytes) -> bytes:
@@ -169,19 +181,162 @@ def _accept(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _ACCEPT_GUID).digest())
 
 
-class WebSocket:
-    """The client's end of one WebSocket: text in and out, pings answered."""
+class WebSocket(asyncio.BufferedProtocol):
+    """The client's end of one WebSocket: text in and out, pings answered.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    A protocol, not a pair of streams: bytes are read into one buffer kept for the
+    connection's life (no allocation per read), and once :meth:`listen` is called each
+    text message is handed over from the read's own callback, so a message costs the
+    event loop one wake-up and no task.  (A sidecar of a 50-agent room wakes with
+    every other one for an ``@all``; what each does before it types delays the rest.)
+    Before that, :meth:`receive` returns the messages one by one.
+    """
+
+    def __init__(self) -> None:
         self.closed = False
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray(READ_SIZE)
+        self._http = b""  # the handshake's answer, until it is whole
+        self._answer: asyncio.Future[tuple[int, dict[str, str], bytes]] | None = None
+        self._frames = FrameReader(MAX_MESSAGE)
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._inbox: deque[str] = deque()
+        self._on_text: Callable[[str], None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+
+    # -- the protocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        self._answer = loop.create_future()  # the upgrade's answer comes first
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self._buffer)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._take(memoryview(self._buffer)[:nbytes])
+
+    def _take(self, data: bytes | memoryview) -> None:
+        if self._answer is not None:
+            self._http += data
+            self._check_answer(closed=False)
+            return
+        self._frames.feed(data)
+        while not self.closed:
+            try:
+                got = self._frames.next()
+            except ValueError:  # a message over the limit: nothing sane follows it
+                self._end()
+                return
+            if got is None:
+                return
+            self._on_frame(*got)
+
+    def eof_received(self) -> bool:
+        if self._answer is not None:
+            self._check_answer(closed=True)
+        return False  # the transport closes itself; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(ConnectionResetError("the connection closed"))
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        self._wake()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._writable is None or self._writable.done():
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    # -- the handshake -------------------------------------------------------
+
+    def transport_write(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionResetError("the connection closed")
+        self._transport.write(data)
+
+    async def handshake(self) -> tuple[int, dict[str, str], bytes]:
+        """The answer to the upgrade: (status, headers, body); after a 101, what follows
+        the head is WebSocket frames."""
+        if self._answer is None:
+            raise ConnectionResetError("the connection closed")
+        return await self._answer
+
+    def _check_answer(self, closed: bool) -> None:
+        assert self._answer is not None
+        answer = self._answer
+        try:
+            head, sep, rest = self._http.partition(b"\r\n\r\n")
+            if sep and parse_head(head)[0] == 101:
+                status, headers = parse_head(head)
+                self._answer, self._http = None, b""
+                answer.set_result((status, headers, b""))
+                if rest:  # frames in the same read as the answer
+                    self._take(rest)
+                return
+            whole = complete_response(self._http, closed)
+        except NotHttp as exc:
+            self._answer = None
+            answer.set_exception(exc)
+            return
+        if whole is not None:
+            self._answer = None
+            status, body = whole
+            answer.set_result((status, parse_head(head)[1], body))
+
+    # -- messages in ---------------------------------------------------------
+
+    def _on_frame(self, fin: bool, opcode: int, payload: bytes) -> None:
+        if opcode == PING:
+            self._send_now(PONG, payload)
+        elif opcode == PONG:
+            pass
+        elif opcode in (CLOSE, BINARY):
+            self._end()
+        else:  # text, or its continuation
+            self._parts.append(payload)
+            self._size += len(payload)
+            if self._size > MAX_MESSAGE:
+                self._end()
+            elif fin:
+                text = b"".join(self._parts).decode("utf-8", "replace")
+                self._parts, self._size = [], 0
+                if self._on_text is not None:
+                    self._on_text(text)
+                else:
+                    self._inbox.append(text)
+                    self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     async def receive(self, timeout: float | None = None) -> str | None:
         """The next text message; None once the connection is closed (or sends binary)."""
         if timeout is None:
             return await self._receive()
         return await asyncio.wait_for(self._receive(), timeout)
+
+    async def _receive(self) -> str | None:
+        while not self._inbox:
+            if self.closed:
+                return None
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+        return self._inbox.popleft()
 
     def __aiter__(self) -> WebSocket:
         return self
@@ -192,58 +347,57 @@ class WebSocket:
             raise StopAsyncIteration
         return text
 
-    async def _receive(self) -> str | None:
-        parts: list[bytes] = []
-        size = 0
-        while not self.closed:
-            try:
-                fin, opcode, payload = await self._read_frame(MAX_MESSAGE - size)
-            except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-                await self.close()
-                return None
-            if opcode == PING:
-                await self._write(PONG, payload)
-            elif opcode == PONG:
-                continue
-            elif opcode in (CLOSE, BINARY):
-                await self.close()
-                return None
-            else:  # text, or its continuation
-                parts.append(payload)
-                size += len(payload)
-                if fin:
-                    return b"".join(parts).decode("utf-8", "replace")
-        return None
+    async def listen(self, on_text: Callable[[str], None]) -> None:
+        """Hand every text message to ``on_text`` as it arrives, in the read's callback
+        (it must not block, and what it raises ends the connection), until the
+        connection closes."""
+        while self._inbox:
+            on_text(self._inbox.popleft())
+        self._on_text = on_text
+        try:
+            if not self.closed and self._lost is not None:
+                await asyncio.shield(self._lost)
+        finally:
+            self._on_text = None
 
-    async def _read_frame(self, room: int) -> tuple[bool, int, bytes]:
-        first, second = await self._reader.readexactly(2)
-        size = second & 0x7F
-        if size == 126:
-            size = int.from_bytes(await self._reader.readexactly(2), "big")
-        elif size == 127:
-            size = int.from_bytes(await self._reader.readexactly(8), "big")
-        if size > room:
-            raise ValueError(f"a message over {MAX_MESSAGE} bytes")
-        mask = await self._reader.readexactly(4) if second & 0x80 else b""
-        payload = await self._reader.readexactly(size)
-        return bool(first & 0x80), first & 0x0F, masked(payload, mask) if mask else payload
+    # -- messages out --------------------------------------------------------
+
+    def _send_now(self, opcode: int, payload: bytes) -> None:
+        if self.closed or self._transport is None or self._transport.is_closing():
+            raise ConnectionError("the WebSocket is closed")
+        self._transport.write(frame(opcode, payload, mask=True))
 
     async def _write(self, opcode: int, payload: bytes) -> None:
+        self._send_now(opcode, payload)
+        if self._writable is not None and not self._writable.done():
+            await self._writable
         if self.closed:
             raise ConnectionError("the WebSocket is closed")
-        self._writer.write(frame(opcode, payload, mask=True))
-        await self._writer.drain()
 
     async def send_str(self, text: str) -> None:
         await self._write(TEXT, text.encode())
 
-    async def close(self) -> None:
-        """Say goodbye (status 1000) and close the connection; again is a no-op."""
+    # -- the end -------------------------------------------------------------
+
+    def _end(self) -> None:
+        """Say goodbye (status 1000) and close; what waits is woken."""
         if self.closed:
             return
-        with contextlib.suppress(OSError, RuntimeError):
-            self._writer.write(frame(CLOSE, (1000).to_bytes(2, "big"), mask=True))
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self._send_now(CLOSE, (1000).to_bytes(2, "big"))
         self.closed = True
-        self._writer.close()
-        with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
+        if self._transport is not None:
+            self._transport.close()
+        self._wake()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def close(self) -> None:
+        """Say goodbye and close the connection; again is a no-op."""
+        self._end()
+        if self._lost is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._lost)

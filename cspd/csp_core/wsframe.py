@@ -38,3 +38,48 @@ def frame(opcode: int, payload: bytes, *, mask: bool = False) -> bytes:
         return head + payload
     key = os.urandom(4)
     return head + key + masked(payload, key)
+
+
+class FrameReader:
+    """Frames out of a byte stream, as they complete (no I/O: :meth:`feed` bytes in,
+    :meth:`next` frames out).
+
+    ``limit`` bounds one frame's payload; a larger one raises ValueError before its
+    bytes are waited for.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._data = bytearray()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._data += data
+
+    def next(self) -> tuple[bool, int, bytes] | None:
+        """The next complete frame, (fin, opcode, payload); None until one is whole."""
+        return self._next()
+
+    def _next(self) -> tuple[bool, int, bytes] | None:
+        data = self._data
+        if len(data) < 2:
+            return None
+        first, second = data[0], data[1]
+        size, at = second & 0x7F, 2
+        if size == 126:
+            if len(data) < 4:
+                return None
+            size, at = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            if len(data) < 10:
+                return None
+            size, at = int.from_bytes(data[2:10], "big"), 10
+        if size > self.limit:
+            raise ValueError(f"a frame of {size} bytes (at most {self.limit})")
+        mask = b""
+        if second & 0x80:
+            mask, at = bytes(data[at:at + 4]), at + 4
+        if len(data) < at + size:
+            return None
+        payload = bytes(data[at:at + size])
+        del data[:at + size]
+        return bool(first & 0x80), first & 0x0F, masked(payload, mask) if mask else payload

@@ -138,14 +138,23 @@ class GatewayLink:
             await self._drop()
 
     async def _read(self) -> None:
+        """Frames until the connection ends, each handled as it is read (no task woken
+        per message: see :class:`~csp_core.streamclient.WebSocket`)."""
         assert self._ws is not None
         with contextlib.suppress(ConnectionError):
-            async for text in self._ws:
-                try:
-                    frame = json.loads(text)
-                except ValueError:
-                    continue
-                self._dispatch(frame)
+            await self._ws.listen(self._on_text)
+
+    def _on_text(self, text: str) -> None:
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(frame, dict):
+            return
+        try:
+            self._dispatch(frame)
+        except Exception:  # a fault in handling one frame must not end the link
+            log.exception("handling a frame from the gateway failed")
 
     def _dispatch(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")

@@ -4,7 +4,10 @@ does, and the hand-written HTTP and WebSocket framing reads what it writes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,10 +15,12 @@ from hypothesis import strategies as st
 
 from csp_cli.entry import read_send
 from csp_cli.messages_cmd import send as click_send
-from csp_core.errors import BadRequest
+from csp_core import streamclient
+from csp_core.endpoint import AGENT_TOKEN_ENV
+from csp_core.errors import BadRequest, Conflict
 from csp_core.quick import NotHttp, complete_response, request_bytes
-from csp_core.streamclient import WebSocket, _accept
-from csp_core.wsframe import frame, masked
+from csp_core.streamclient import StreamClient, _accept
+from csp_core.wsframe import FrameReader, frame, masked
 
 WORDS = ["@all", "@codex", "#backend", "hello", "-", "--room", "-r", "--as", "--urgent",
          "--json", "--room=ops", "--as=bob", "--wait", "--help", "-h", "--", "-rX", "-5",
@@ -103,15 +108,115 @@ def test_the_accept_key_is_rfc_6455s() -> None:
 
 @pytest.mark.parametrize("mask", [True, False], ids=["client", "server"])
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
-async def test_a_frame_reads_back_as_written(size: int, mask: bool) -> None:
+def test_a_frame_reads_back_as_written(size: int, mask: bool) -> None:
     text = ("é" * size)[:size] if size else ""
     payload = text.encode()
-    reader = asyncio.StreamReader()
-    reader.feed_data(frame(0x1, payload, mask=mask))
-    reader.feed_eof()
-    ws = WebSocket(reader, None)  # type: ignore[arg-type]  (never written to here)
-    fin, opcode, got = await ws._read_frame(1 << 30)
-    assert fin and opcode == 0x1 and got == payload
+    wire = frame(0x1, payload, mask=mask) + frame(0x9, b"ping", mask=mask)
+    whole = frames_of(FrameReader(1 << 30), wire)
+    assert whole == [(True, 0x1, payload), (True, 0x9, b"ping")]
+    reader = FrameReader(1 << 30)  # the same, a few bytes at a time
+    got = [f for at in range(0, len(wire), 7) for f in frames_of(reader, wire[at:at + 7])]
+    assert got == whole
+
+
+def frames_of(reader: FrameReader, data: bytes) -> list[tuple[bool, int, bytes]]:
+    reader.feed(data)
+    out = []
+    while (got := reader.next()) is not None:
+        out.append(got)
+    return out
+
+
+def test_a_frame_over_the_limit_is_refused_before_it_is_read() -> None:
+    with pytest.raises(ValueError):
+        frames_of(FrameReader(100), frame(0x1, b"x" * 101)[:4])
+
+
+@pytest.fixture
+def _agent_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clients below authenticate as an agent (no token file needed)."""
+    monkeypatch.setenv(AGENT_TOKEN_ENV, "agent-credential")
+
+
+async def _ws_server(path: str, script: Callable[[bytes], list[bytes]],
+                     heard: list[bytes]) -> asyncio.Server:
+    """A unix socket server that answers an upgrade with ``script(key)``'s writes and
+    keeps what the client sends after it."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        for chunk in script(key):
+            writer.write(chunk)
+            await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                heard.append(data)
+        writer.close()
+
+    return await asyncio.start_unix_server(serve, path)
+
+
+def _upgraded(key: bytes) -> bytes:
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + _accept(key) + b"\r\n\r\n")
+
+
+@pytest.mark.usefixtures("_agent_token")
+async def test_a_websocket_hands_over_each_message_as_it_is_read(tmp_path: Path) -> None:
+    hello = json.dumps({"type": "hello"}).encode()
+    heard: list[bytes] = []
+
+    def script(key: bytes) -> list[bytes]:
+        return [_upgraded(key) + frame(0x1, hello),  # the first frame with the answer
+                frame(0x9, b"are you there"),
+                b"\x01" + frame(0x1, b"one, in ")[1:]  # a text frame without FIN,
+                + frame(0x0, b"two parts"),               # then its continuation
+                frame(0x8, (1000).to_bytes(2, "big"))]
+
+    path = str(tmp_path / "ws.sock")
+    server = await _ws_server(path, script, heard)
+    async with server:
+        ws = await StreamClient(path).stream()
+        assert await ws.receive(timeout=10) == hello.decode()  # before listen: one by one
+        got: list[str] = []
+        await asyncio.wait_for(ws.listen(got.append), 10)  # returns once the peer closes
+        assert got == ["one, in two parts"]
+        assert ws.closed
+    sent = frames_of(FrameReader(1 << 20), b"".join(heard))
+    assert (True, 0xA, b"are you there") in sent  # the ping answered
+    assert sent[-1][1] == 0x8  # and the close
+
+
+@pytest.mark.usefixtures("_agent_token")
+async def test_a_refused_upgrade_raises_what_the_gateway_said(tmp_path: Path) -> None:
+    body = json.dumps({"error": "conflict", "message": "an agent named x is online"}).encode()
+
+    def script(key: bytes) -> list[bytes]:
+        return [b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5],
+                body[5:]]
+
+    path = str(tmp_path / "ws.sock")
+    async with await _ws_server(path, script, []):
+        with pytest.raises(Conflict, match="online"):
+            await StreamClient(path).stream(agent="x")
+
+
+@pytest.mark.usefixtures("_agent_token")
+async def test_a_message_over_the_limit_ends_the_connection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streamclient, "MAX_MESSAGE", 64)
+
+    def script(key: bytes) -> list[bytes]:
+        return [_upgraded(key), frame(0x1, b"small"), frame(0x1, b"x" * 65)]
+
+    path = str(tmp_path / "ws.sock")
+    async with await _ws_server(path, script, []):
+        ws = await StreamClient(path).stream()
+        got: list[str] = []
+        await asyncio.wait_for(ws.listen(got.append), 10)
+        assert got == ["small"] and ws.closed
 
 
 def test_masking_twice_gives_the_text_back() -> None:
