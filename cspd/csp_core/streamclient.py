@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_MESSAGE = 4 * 1024 * 1024  # as the gateway's own limit
-READ_SIZE = 64 * 1024  # one read's buffer, kept for the connection's life
+READ_SIZE = 16 * 1024  # one read's buffer, kept for the connection's life (a frame is mostly
+# a few hundred bytes; a large one takes a few reads)
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 
 

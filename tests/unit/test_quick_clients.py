@@ -189,6 +189,21 @@ async def test_a_websocket_hands_over_each_message_as_it_is_read(tmp_path: Path)
 
 
 @pytest.mark.usefixtures("_agent_token")
+async def test_a_message_larger_than_a_read_arrives_whole(tmp_path: Path) -> None:
+    big = ("0123456789abcdef" * (1 << 16)).encode()  # 1 MiB: many reads of the buffer
+
+    def script(key: bytes) -> list[bytes]:
+        return [_upgraded(key), frame(0x1, big), frame(0x1, b"after")]
+
+    path = str(tmp_path / "ws.sock")
+    async with await _ws_server(path, script, []):
+        ws = await StreamClient(path).stream()
+        assert await ws.receive(timeout=10) == big.decode()
+        assert await ws.receive(timeout=10) == "after"
+        await ws.close()
+
+
+@pytest.mark.usefixtures("_agent_token")
 async def test_a_refused_upgrade_raises_what_the_gateway_said(tmp_path: Path) -> None:
     body = json.dumps({"error": "conflict", "message": "an agent named x is online"}).encode()
 
