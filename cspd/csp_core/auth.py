@@ -193,6 +193,7 @@ class TokenChecker:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._where = str(path)
         self._stamp: tuple[int, int] | None = None
         self._token = b""
         self._key: str | None = None  # read (or made) when first needed
@@ -202,7 +203,7 @@ class TokenChecker:
         self.refresh()
 
     def refresh(self) -> None:
-        st = self.path.stat()
+        st = os.stat(self._where)  # on every request: no pathlib in between
         stamp = (st.st_ino, st.st_mtime_ns)
         if stamp != self._stamp:
             self._token = read_token(self.path).encode()

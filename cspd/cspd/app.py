@@ -78,10 +78,10 @@ async def body_middleware(request: web.Request, handler: Handler) -> web.StreamR
     read fails with :class:`RequestTimeout` (a 408, and the connection closes).
     The body itself is left unread here, for the handler to read as it likes.
     """
-    if not request.body_exists:
+    content = request.content
+    if not request.body_exists or content.is_eof():  # none, or all of it here already
         return await handler(request)
     limit = gateway_of(request).http.body_timeout
-    content = request.content
 
     def expire() -> None:
         if not content.is_eof():  # is_eof: the whole body has arrived, read or not
