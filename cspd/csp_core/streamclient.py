@@ -30,7 +30,9 @@ from .wsframe import BINARY, CLOSE, PING, PONG, TEXT, FrameReader, frame
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, TypeVar
+
+    _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 
 MAX_MESSAGE = 4 * 1024 * 1024  # as the gateway's own limit
 READ_SIZE = 16 * 1024  # one read's buffer, kept for the connection's life (a frame is mostly
@@ -59,12 +61,23 @@ class StreamClient:
         return headers
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await self._open(lambda: protocol)
+        return reader, asyncio.StreamWriter(transport, protocol, reader,
+                                            asyncio.get_running_loop())
+
+    async def _open(self, factory: Callable[[], _P]) -> tuple[asyncio.Transport, _P]:
+        """A connection to the gateway (its unix socket or a loopback URL) served by
+        ``factory``'s protocol; failing to connect is said as GatewayUnavailable."""
+        loop = asyncio.get_running_loop()
+        if self.address.startswith(("http://", "https://")):
+            url = urlsplit(self.address)
+            opening = loop.create_connection(factory, url.hostname or "127.0.0.1",
+                                             url.port or 80)
+        else:
+            opening = loop.create_unix_connection(factory, self.address)
         try:
-            if self.address.startswith(("http://", "https://")):
-                url = urlsplit(self.address)
-                opening = asyncio.open_connection(url.hostname or "127.0.0.1", url.port or 80)
-            else:
-                opening = asyncio.open_unix_connection(self.address)
             return await asyncio.wait_for(opening, self.timeout)
         except TimeoutError:
             raise GatewayUnavailable.no_answer(self.address, self.timeout) from None
@@ -142,7 +155,7 @@ class StreamClient:
                    "Sec-WebSocket-Key": key.decode(), "Sec-WebSocket-Version": "13"}
         ws = WebSocket()
         try:
-            await asyncio.wait_for(self._open(ws), self.timeout)
+            await self._open(lambda: ws)
             ws.transport_write(request_bytes("GET", path, headers, b""))
             status, answer, body = await asyncio.wait_for(ws.handshake(), self.timeout)
             if status != 101:  # refused: the answer's body says why
@@ -165,15 +178,6 @@ class StreamClient:
             ws.abort()
             raise
         return ws
-
-    async def _open(self, ws: WebSocket) -> None:
-        loop = asyncio.get_running_loop()
-        if self.address.startswith(("http://", "https://")):
-            url = urlsplit(self.address)
-            await loop.create_connection(lambda: ws, url.hostname or "127.0.0.1",
-                                         url.port or 80)
-        else:
-            await loop.create_unix_connection(lambda: ws, self.address)
 
 
 def _accept(key: bytes) -> bytes:
@@ -281,22 +285,21 @@ class WebSocket(asyncio.BufferedProtocol):
         answer = self._answer
         try:
             head, sep, rest = self._http.partition(b"\r\n\r\n")
-            if sep and parse_head(head)[0] == 101:
-                status, headers = parse_head(head)
+            status, headers = parse_head(head) if sep else (0, {})
+            if status == 101:
                 self._answer, self._http = None, b""
                 answer.set_result((status, headers, b""))
                 if rest:  # frames in the same read as the answer
                     self._take(rest)
                 return
-            whole = complete_response(self._http, closed)
+            whole = complete_response(self._http, closed)  # a refusal: its body says why
         except NotHttp as exc:
             self._answer = None
             answer.set_exception(exc)
             return
         if whole is not None:
             self._answer = None
-            status, body = whole
-            answer.set_result((status, parse_head(head)[1], body))
+            answer.set_result((whole[0], headers, whole[1]))
 
     # -- messages in ---------------------------------------------------------
 

@@ -57,9 +57,6 @@ class FrameReader:
 
     def next(self) -> tuple[bool, int, bytes] | None:
         """The next complete frame, (fin, opcode, payload); None until one is whole."""
-        return self._next()
-
-    def _next(self) -> tuple[bool, int, bytes] | None:
         data = self._data
         if len(data) < 2:
             return None

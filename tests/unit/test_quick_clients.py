@@ -17,7 +17,7 @@ from csp_cli.entry import read_send
 from csp_cli.messages_cmd import send as click_send
 from csp_core import streamclient
 from csp_core.endpoint import AGENT_TOKEN_ENV
-from csp_core.errors import BadRequest, Conflict
+from csp_core.errors import BadRequest, Conflict, GatewayUnavailable
 from csp_core.quick import NotHttp, complete_response, request_bytes
 from csp_core.streamclient import StreamClient, _accept
 from csp_core.wsframe import FrameReader, frame, masked
@@ -216,6 +216,15 @@ async def test_a_refused_upgrade_raises_what_the_gateway_said(tmp_path: Path) ->
     async with await _ws_server(path, script, []):
         with pytest.raises(Conflict, match="online"):
             await StreamClient(path).stream(agent="x")
+
+
+@pytest.mark.usefixtures("_agent_token")
+async def test_no_gateway_is_said_as_such_for_the_stream_and_a_request(tmp_path: Path) -> None:
+    client = StreamClient(str(tmp_path / "nobody.sock"))
+    with pytest.raises(GatewayUnavailable, match=r"nobody\.sock"):
+        await client.stream()
+    with pytest.raises(GatewayUnavailable, match=r"nobody\.sock"):
+        await client.request("GET", "/v1/health")
 
 
 @pytest.mark.usefixtures("_agent_token")
