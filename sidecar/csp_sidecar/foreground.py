@@ -443,6 +443,8 @@ class ForegroundCheck:
             st: Stat | None = None
             with contextlib.suppress(OSError, ValueError, IndexError):
                 st = leader if leader is not None and pid == leader.pid else self._stat_of(pid)
+                if st.state in ("Z", "X") and pid != self.agent_pid:
+                    continue  # exited, not yet reaped: reads nothing, holds no children
                 if st.pgrp == pgrp:
                     members.append(st)
             try:

@@ -281,13 +281,33 @@ def test_kept_files_follow_the_agent_and_let_go_of_what_is_gone(term: Start) -> 
     assert len(check.files) > alone  # the shell's files too
     t.send(b"exit\r")
     t.wait_reason(check, None)
-    assert len(check.files) == alone  # the shell's are closed
+    # the shell's are closed once it is reaped (a zombie's stat is still read, to see it is one)
+    wait_for(lambda: check.blocker(t.fd) is None and len(check.files) == alone,
+             what=f"the shell's files closed (kept: {len(check.files)}, alone: {alone})")
     t.send(b"\x04")  # input() ends: the agent exits
     t.wait_reason(check, "the agent has exited")
     wait_for(lambda: not t.proc.isalive(), what="the agent reaped")
     assert check.blocker(t.fd) == "the agent has exited"
     check.close()
     assert len(check.files) == 0
+
+
+def test_a_shell_that_exited_and_waits_to_be_reaped_is_not_a_blocker(term: Start) -> None:
+    # a zombie reads nothing: only its stat is read (to see it is one), not its command
+    # line or its children, and the agent is typed into
+    t = term(agent("child = subprocess.Popen(['bash', '--norc', '--noprofile', '-c', 'exit']); "
+                   "print('CHILD', child.pid, flush=True)"))
+    check = ForegroundCheck(t.pid, {"python3"})
+    t.wait_output("READY")
+    t.wait_reason(check, None)
+    alone = len(check.files)
+    t.send(b"\r")
+    t.wait_output("CHILD")
+    child = int(t.drain().split("CHILD", 1)[1].split()[0])
+    wait_for(lambda: Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] == "Z",
+             what="the shell a zombie")
+    assert check.blocker(t.fd) is None
+    assert len(check.files) == alone + 1  # its stat only
 
 
 def test_an_unreadable_proc_blocks(term: Start, tmp_path: Path) -> None:
