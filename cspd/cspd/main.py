@@ -119,7 +119,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         log.warning("CSP_EVENT_LOOP=uvloop but uvloop is not installed: asyncio's loop")
         return None
-    return uvloop.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _reload(gw: Gateway) -> None:
