@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .gateway import BenchGateway
+from .procstat import CpuWindow, children
 from .ptyrun import PtyRun, bench_env, sidecar_argv
 
 STANDIN = Path(__file__).with_name("standin.py")
@@ -173,21 +174,31 @@ class Fleet:
     def pids(self) -> list[int]:
         return [run.pid for run in self.runs]
 
+    def standin_pids(self) -> list[int]:
+        """The stand-in CLIs (each sidecar's child)."""
+        return [child for run in self.runs for child in children(run.pid)]
+
     # -- one message, timed ------------------------------------------------
 
-    async def deliver(self, names: list[str], post: Callable[[], Awaitable[Any]]
-                      ) -> list[float]:
+    async def deliver(self, names: list[str], post: Callable[[], Awaitable[Any]],
+                      cpu: CpuWindow | None = None) -> list[float]:
         """Seconds from just before ``post()`` to the paste's first byte at each of
-        ``names``; then wait until they have taken it and are idle again."""
+        ``names``; then wait until they have taken it and are idle again.  ``cpu``, if
+        given, counts the CPU its processes use from just before the POST until the
+        last paste is seen (up to ``POLL_S`` after it)."""
         await asyncio.sleep(IDLE_GAP_S)
         self._read_reports()  # what came before this round is not part of it
         self._want, self._got, self._submitted = set(names), {}, set()
+        if cpu is not None:
+            cpu.start()
         self._t0 = time.monotonic_ns()
         await post()
         if not await self._until(lambda: len(self._got) == len(self._want), ROUND_TIMEOUT_S):
             missing = sorted(set(names) - set(self._got))
             raise RuntimeError(f"fleet: no paste at {len(missing)} agent(s) within "
                                f"{ROUND_TIMEOUT_S}s: {missing[:5]}")
+        if cpu is not None:
+            cpu.stop()
         samples = [(t - self._t0) / 1e9 for t in self._got.values()]
         await self._until(lambda: set(names) <= self._submitted, ROUND_TIMEOUT_S)
         await self.until_ready(names)

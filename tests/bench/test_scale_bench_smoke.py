@@ -30,6 +30,11 @@ def test_quick_scale_cases_write_figures_and_verdicts(tmp_path: Path) -> None:
     assert cases["fanout_200"]["n"] == cases["fanout_200"]["agents"] * cases["fanout_200"][
         "rounds"]
     assert cases["fanout_50"]["n"] == cases["fanout_50"]["agents"] * cases["fanout_50"]["rounds"]
+    for name in ("fanout_50", "fanout_200"):  # the window's CPU, counted per process group
+        fanout = cases[name]
+        assert fanout["window_cpu_ms_sidecars"] > 0 and fanout["window_cpu_ms_gateway"] > 0
+        assert fanout["window_cpu_ms_total"] >= fanout["window_cpu_ms_sidecars"]
+        assert fanout["window_cpu_floor_ms"] > 0 and fanout["last_paste_mean_ms"] > 0
     assert cases["one_agent"]["n"] >= 1 and cases["cold_start"]["n"] >= 1
     assert cases["durable_rate"]["batch_messages"] > 0
     assert cases["gateway_idle"]["idle_rss_mib"] > 0
