@@ -305,6 +305,9 @@ async def one_agent(ctx: Context) -> Figures:
     name = fleet.names[0]
     samples: list[float] = []
     answered: list[float] = []  # the same POSTs: sent -> their 201 (stored durably)
+    sidecar = fleet.pids()[0]
+    window = CpuWindow({"gateway": [ctx.gateway.pid], "sidecar": [sidecar],
+                        "stand-in": children(sidecar)})
 
     async with _poster(ctx) as c:
         async def post(i: int) -> None:
@@ -315,9 +318,13 @@ async def one_agent(ctx: Context) -> Figures:
         # 60 rounds: each is half a second (the stand-in's submit comes 300 ms after
         # the paste, then its state report), and the whole run must stay under 5 min
         for i in range(ctx.n(60)):
-            samples += await fleet.deliver([name], functools.partial(post, i))
+            samples += await fleet.deliver([name], functools.partial(post, i), window)
+    cpu = window.ms_per_window()
     figures: Figures = {**percentiles(samples),
                         "mean_ms": round(statistics.fmean(samples) * 1e3, 3),
+                        # each process's CPU per message (user and kernel), from the POST
+                        # until the paste was seen and the POST answered
+                        **{f"cpu_ms_{group}": round(ms, 3) for group, ms in cpu.items()},
                         **percentiles(answered, "post_answered_"),
                         **await wakechain.measure(ctx.n(40), IDLE_GAP_S,
                                                   prefix="floor_three_wakeups_")}
@@ -328,10 +335,14 @@ async def one_agent(ctx: Context) -> Figures:
             f"way take {figures['floor_three_wakeups_p50_ms']} ms at p50 and "
             f"{figures['floor_three_wakeups_p99_ms']} ms at p99 here "
             "(floor_three_wakeups_*, tests/bench/wakechain.py); the rest is csp's own "
-            "Python along the path, run cold: the request's parsing, checks and commit "
-            "(the paste follows the commit, not its fsync), the sidecar's checks before it "
-            "types. The POST until its 201 (which waits for the fsync too): "
-            f"{figures['post_answered_p50_ms']} ms at p50")
+            "Python along the path, run cold, one process after the other: per message the "
+            f"gateway used {figures['cpu_ms_gateway']} ms of CPU (the whole request: "
+            "parsing, checks, the commit the paste follows, the publish, the fsync's "
+            f"hand-off and the 201), the sidecar {figures['cpu_ms_sidecar']} ms (the frame "
+            "to the paste: its checks, the render, the journal, the write), the stand-in "
+            f"{figures['cpu_ms_stand-in']} ms (cpu_ms_*, from schedstat). The POST until "
+            f"its 201 (which waits for the fsync too): {figures['post_answered_p50_ms']} ms "
+            "at p50")
     return figures
 
 

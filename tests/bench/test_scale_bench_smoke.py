@@ -36,6 +36,7 @@ def test_quick_scale_cases_write_figures_and_verdicts(tmp_path: Path) -> None:
         assert fanout["window_cpu_ms_total"] >= fanout["window_cpu_ms_sidecars"]
         assert fanout["window_cpu_floor_ms"] > 0 and fanout["last_paste_mean_ms"] > 0
     assert cases["one_agent"]["n"] >= 1 and cases["cold_start"]["n"] >= 1
+    assert cases["one_agent"]["cpu_ms_gateway"] > 0 and cases["one_agent"]["cpu_ms_sidecar"] > 0
     assert cases["durable_rate"]["batch_messages"] > 0
     assert cases["gateway_idle"]["idle_rss_mib"] > 0
     verdicts = {(name, v["figure"]): v for name, vs in doc["targets"].items() for v in vs}
