@@ -17,12 +17,13 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from . import wakechain
 from .coldstart import cold_starts
 from .fleet import IDLE_GAP_S, POLL_S, Fleet
 from .gateway import BenchGateway
-from .procstat import CpuWindow, children, sample, thread_cpu_s
+from .procstat import CpuWindow, children, oncpu_ns, sample, thread_cpu_s
 from .profile import profiled
 from .ptyrun import REPO
 from .rawpost import RawPoster
@@ -58,6 +59,7 @@ async def _floor(ctx: Context, loop: str = "asyncio") -> Figures:
         await asyncio.sleep(QUIET_S)
         rss = sample(proc.pid).rss_kib
         rate = await _load(ctx.gateway, 8, ctx.n(20_000), socket_path=str(path))
+        idle = await _idle_posts(ctx, path, proc.pid) if loop == "asyncio" else {}
     finally:
         proc.kill()
         await proc.wait()
@@ -67,8 +69,25 @@ async def _floor(ctx: Context, loop: str = "asyncio") -> Figures:
     floor = ctx.shared[key] = {
         "rss_mib": round(rss / 1024, 1), "single_req_per_s": rate["msgs_per_s"],
         "python_ms": round(statistics.median(python) * 1e3, 1),
-        "import_ms": round(statistics.median(imports) * 1e3, 1)}
+        "import_ms": round(statistics.median(imports) * 1e3, 1), **idle}
     return floor
+
+
+async def _idle_posts(ctx: Context, path: Path, pid: int) -> Figures:
+    """POSTs to the bare server, each after the idle gap of the one_agent case: how
+    long it takes to answer one request from cold, and the CPU it spends on it."""
+    answered: list[float] = []
+    cpu_ns = 0
+    async with RawPoster(path, ctx.gateway.token_path) as c:
+        for i in range(ctx.n(40)):
+            await asyncio.sleep(IDLE_GAP_S)
+            before = oncpu_ns(pid)
+            t0 = time.perf_counter()
+            await c.send(["floor"], f"idle {i}")
+            answered.append(time.perf_counter() - t0)
+            cpu_ns += oncpu_ns(pid) - before
+    return {**percentiles(answered, "idle_post_"),
+            "idle_post_cpu_ms": round(cpu_ns / len(answered) / 1e6, 3)}
 
 
 @case("gateway_idle", "cspd's RSS once it serves and is idle (fresh, before any load); "
@@ -328,6 +347,9 @@ async def one_agent(ctx: Context) -> Figures:
                         **percentiles(answered, "post_answered_"),
                         **await wakechain.measure(ctx.n(40), IDLE_GAP_S,
                                                   prefix="floor_three_wakeups_")}
+    floor = await _floor(ctx)
+    figures.update({f"floor_bare_aiohttp_{k}": v for k, v in floor.items()
+                    if k.startswith("idle_post_") and not k.endswith(("_n", "_p90_ms"))})
     if figures["p99_ms"] > 2:
         figures["why_missed"] = (
             "three processes wake in turn after the 120 ms each round leaves them idle "
@@ -342,7 +364,11 @@ async def one_agent(ctx: Context) -> Figures:
             "to the paste: its checks, the render, the journal, the write), the stand-in "
             f"{figures['cpu_ms_stand-in']} ms (cpu_ms_*, from schedstat). The POST until "
             f"its 201 (which waits for the fsync too): {figures['post_answered_p50_ms']} ms "
-            "at p50")
+            "at p50. Under csp: a bare aiohttp server (tests/bench/floor_server.py: one "
+            "route, no token, no store, no routing), idle as long between POSTs, answers "
+            f"one in {figures['floor_bare_aiohttp_idle_post_p50_ms']} ms at p50 and "
+            f"{figures['floor_bare_aiohttp_idle_post_p99_ms']} ms at p99, with "
+            f"{figures['floor_bare_aiohttp_idle_post_cpu_ms']} ms of CPU")
     return figures
 
 
