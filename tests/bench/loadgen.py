@@ -49,13 +49,16 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def sender(socket_path: str, payloads: list[bytes], start: asyncio.Event) -> None:
+async def sender(socket_path: str, payloads: list[bytes], start: asyncio.Event,
+                 answered: list[float]) -> None:
     reader, writer = await asyncio.open_unix_connection(socket_path)
     await start.wait()
     try:
         for payload in payloads:
+            t0 = time.perf_counter()
             writer.write(payload)
             status, body = await read_response(reader)
+            answered.append(time.perf_counter() - t0)
             if status != 201:
                 raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
     finally:
@@ -71,15 +74,21 @@ async def main(socket_path: str, token_file: str, senders: int, count: int,
     payloads = [[request(token, path, b) for b in bodies(k, requests, batch, room)]
                 for k in range(senders)]
     start = asyncio.Event()
-    tasks = [asyncio.create_task(sender(socket_path, p, start)) for p in payloads]
+    answered: list[float] = []  # each request: sent -> its 201
+    tasks = [asyncio.create_task(sender(socket_path, p, start, answered)) for p in payloads]
     await asyncio.sleep(0.2)  # every connection made before the clock starts
     t0 = time.perf_counter()
     start.set()
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
     messages = senders * requests * per_message
+    answered.sort()
     return {"messages": messages, "requests": senders * requests, "wall_s": round(wall, 3),
-            "msgs_per_s": round(messages / wall, 1)}
+            "msgs_per_s": round(messages / wall, 1),
+            # a stall of the gateway's loop (a full GC pass, a blocking call) shows here
+            "answer_p50_ms": round(answered[len(answered) // 2] * 1e3, 2),
+            "answer_p99_ms": round(answered[int(0.99 * (len(answered) - 1))] * 1e3, 2),
+            "answer_max_ms": round(answered[-1] * 1e3, 2)}
 
 
 if __name__ == "__main__":

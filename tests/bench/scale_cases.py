@@ -149,6 +149,7 @@ async def _rates(ctx: Context, gw: BenchGateway, prefix: str = "") -> Figures:
     return {
         f"{prefix}single_messages": single["messages"],
         f"{prefix}single_msgs_per_s": single["msgs_per_s"],
+        **{f"{prefix}single_{k}": v for k, v in single.items() if k.startswith("answer_")},
         f"{prefix}single_commits_per_msg": round((batches1 - batches0) / single["messages"], 3),
         f"{prefix}single_gateway_cpu_us_per_msg": round(
             (cpu1 - cpu0) / single["messages"] * 1e6, 1),
