@@ -443,8 +443,11 @@ class ForegroundCheck:
             st: Stat | None = None
             with contextlib.suppress(OSError, ValueError, IndexError):
                 st = leader if leader is not None and pid == leader.pid else self._stat_of(pid)
-                if st.state in ("Z", "X") and pid != self.agent_pid:
-                    continue  # exited, not yet reaped: reads nothing, holds no children
+                if st.state in ("Z", "X") and st.threads <= 1 and pid != self.agent_pid:
+                    # exited, not yet reaped: reads nothing, holds no children.  (A leader
+                    # whose main thread alone ended is "Z" too, but its threads still run
+                    # and count: it is checked like any other.)
+                    continue
                 if st.pgrp == pgrp:
                     members.append(st)
             try:

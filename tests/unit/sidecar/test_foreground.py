@@ -310,6 +310,22 @@ def test_a_shell_that_exited_and_waits_to_be_reaped_is_not_a_blocker(term: Start
     assert len(check.files) == alone + 1  # its stat only
 
 
+def test_a_shell_under_a_process_whose_main_thread_ended_is_caught(term: Start) -> None:
+    # a process whose main thread alone has ended shows "Z" in its stat while its other
+    # threads still run: unlike a zombie, what it started (here a shell, from its second
+    # thread) must still be found
+    wrapper = ("import ctypes, subprocess, threading; threading.Thread(target=subprocess.call, "
+               "args=(['bash', '--norc', '--noprofile'],), "
+               "kwargs={'stderr': subprocess.DEVNULL}).start(); "
+               "ctypes.CDLL(None).pthread_exit(None)")
+    t = term(agent(f"subprocess.call([sys.executable, '-c', {wrapper!r}])"))
+    check = ForegroundCheck(t.pid, {"python3"})
+    t.wait_output("READY")
+    t.wait_reason(check, None)
+    t.send(b"\r")
+    t.wait_reason(check, "bash is in the foreground")
+
+
 def test_an_unreadable_proc_blocks(term: Start, tmp_path: Path) -> None:
     t = term(agent("pass"))
     t.wait_output("READY")
