@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .gateway import BenchGateway
-from .procstat import CpuWindow, children
+from .procstat import CpuWindow
 from .ptyrun import PtyRun, bench_env, sidecar_argv
 
 STANDIN = Path(__file__).with_name("standin.py")
@@ -173,10 +173,6 @@ class Fleet:
 
     def pids(self) -> list[int]:
         return [run.pid for run in self.runs]
-
-    def standin_pids(self) -> list[int]:
-        """The stand-in CLIs (each sidecar's child)."""
-        return [child for run in self.runs for child in children(run.pid)]
 
     # -- one message, timed ------------------------------------------------
 
