@@ -11,8 +11,9 @@ from pathlib import Path
 
 from csp_core.client import GatewayClient
 
+from .figures import percentiles
 from .ptyrun import REPO
-from .registry import Context, Figures, case, percentiles
+from .registry import Context, Figures, case
 
 QUIET_INTERVAL_S = 3.0
 RECEIVE_TIMEOUT_S = 10.0

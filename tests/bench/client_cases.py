@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .figures import percentiles
 from .ptyrun import REPO, PtyRun, bench_env, sidecar_argv
-from .registry import Context, Figures, Target, case, percentiles
+from .registry import Context, Figures, Target, case
 from .sidecar_cases import _agent_state, _until
 
 HOOKED = [sys.executable, str(Path(__file__).with_name("hooked_standin.py"))]

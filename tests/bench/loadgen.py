@@ -18,6 +18,9 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from .figures import percentiles
 
 
 def request(token: str, path: str, body: bytes) -> bytes:
@@ -66,7 +69,7 @@ async def sender(socket_path: str, payloads: list[bytes], start: asyncio.Event,
 
 
 async def main(socket_path: str, token_file: str, senders: int, count: int,
-               batch: int, room: str | None) -> dict[str, float]:
+               batch: int, room: str | None) -> dict[str, Any]:
     token = Path(token_file).read_text().strip()
     per_message = max(batch, 1)
     requests = max(1, count // senders // per_message)
@@ -82,13 +85,10 @@ async def main(socket_path: str, token_file: str, senders: int, count: int,
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
     messages = senders * requests * per_message
-    answered.sort()
     return {"messages": messages, "requests": senders * requests, "wall_s": round(wall, 3),
             "msgs_per_s": round(messages / wall, 1),
             # a stall of the gateway's loop (a full GC pass, a blocking call) shows here
-            "answer_p50_ms": round(answered[len(answered) // 2] * 1e3, 2),
-            "answer_p99_ms": round(answered[int(0.99 * (len(answered) - 1))] * 1e3, 2),
-            "answer_max_ms": round(answered[-1] * 1e3, 2)}
+            **percentiles(answered, "answer_")}
 
 
 if __name__ == "__main__":

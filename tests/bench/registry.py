@@ -19,15 +19,13 @@ missing while it is written: a module that is not there is skipped.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .figures import Figures
 from .gateway import BenchGateway
 from .procstat import ProcSample
-
-Figures = dict[str, Any]
 
 # imported by the run in this order (each registers its cases); see the docstring
 CASE_MODULES = ("cases", "sidecar_cases", "scale_cases", "client_cases")
@@ -98,14 +96,3 @@ def case(name: str, description: str,
         return fn
     return register
 
-
-def percentiles(samples_s: list[float], prefix: str = "") -> Figures:
-    """p50/p90/p99/max in milliseconds (nearest rank)."""
-    ordered = sorted(samples_s)
-
-    def rank(p: float) -> float:
-        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] * 1000
-
-    return {f"{prefix}n": len(ordered), f"{prefix}p50_ms": round(rank(50), 3),
-            f"{prefix}p90_ms": round(rank(90), 3), f"{prefix}p99_ms": round(rank(99), 3),
-            f"{prefix}max_ms": round(ordered[-1] * 1000, 3)}

@@ -21,17 +21,22 @@ from pathlib import Path
 
 from . import wakechain
 from .coldstart import cold_starts
+from .figures import percentiles
 from .fleet import IDLE_GAP_S, POLL_S, Fleet
 from .gateway import BenchGateway
 from .procstat import CpuWindow, children, oncpu_ns, sample, thread_cpu_s
 from .profile import profiled
 from .ptyrun import REPO
 from .rawpost import RawPoster
-from .registry import Context, Figures, Target, case, percentiles
+from .registry import Context, Figures, Target, case
 
 RATE_ROOM = "rate"
 QUIET_S = 1.0
 FLOOR_IMPORT = "import aiohttp.web"
+# targets the cases' verdicts and their why_missed both use (issue 11)
+ONE_AGENT_P99_MS = 2
+FANOUT_50_P99_MS = 25
+FANOUT_200_P99_MS = 100
 
 
 async def _wall(argv: list[str]) -> float:
@@ -318,7 +323,7 @@ def _cpu(pids: list[int]) -> float:
 
 @case("one_agent", "POST -> the first byte of the paste at one idle agent's PTY (a real "
                    "sidecar around the stand-in CLI)",
-      targets=(Target("p99_ms", 2),))
+      targets=(Target("p99_ms", ONE_AGENT_P99_MS),))
 async def one_agent(ctx: Context) -> Figures:
     fleet = _fleet(ctx)
     await fleet.grow(1)
@@ -351,7 +356,7 @@ async def one_agent(ctx: Context) -> Figures:
     floor = await _floor(ctx)
     figures.update({f"floor_bare_aiohttp_{k}": v for k, v in floor.items()
                     if k.startswith("idle_post_") and not k.endswith(("_n", "_p90_ms"))})
-    if figures["p99_ms"] > 2:
+    if figures["p99_ms"] > ONE_AGENT_P99_MS:
         under_csp = (figures["floor_bare_aiohttp_idle_post_p99_ms"]
                      + figures["floor_three_wakeups_p99_ms"])
         figures["why_missed"] = (
@@ -373,22 +378,24 @@ async def one_agent(ctx: Context) -> Figures:
             f"{figures['floor_bare_aiohttp_idle_post_p99_ms']} ms at p99, with "
             f"{figures['floor_bare_aiohttp_idle_post_cpu_ms']} ms of CPU; with the wake-ups "
             f"that is {under_csp:.2f} ms at p99 before csp runs a line of its own (the "
-            "target: 2 ms for all of it)")
+            f"target: {ONE_AGENT_P99_MS} ms for all of it)")
     return figures
 
 
 @case("fanout_50", "one @all to 50 idle agents: POST -> the paste's first byte at each "
                    "agent's PTY",
-      targets=(Target("p99_ms", 25),))
+      targets=(Target("p99_ms", FANOUT_50_P99_MS),))
 async def fanout_50(ctx: Context) -> Figures:
-    figures, _ = await _fanout(ctx, 3 if ctx.quick else 50, 2 if ctx.quick else 20, 25)
+    figures, _ = await _fanout(ctx, 3 if ctx.quick else 50, 2 if ctx.quick else 20,
+                               FANOUT_50_P99_MS)
     return figures
 
 
 @case("fanout_200", "the same to 200 agents; the gateway's RSS and CPU with them",
-      targets=(Target("p99_ms", 100),))
+      targets=(Target("p99_ms", FANOUT_200_P99_MS),))
 async def fanout_200(ctx: Context) -> Figures:
-    figures, _ = await _fanout(ctx, 4 if ctx.quick else 200, 2 if ctx.quick else 10, 100)
+    figures, _ = await _fanout(ctx, 4 if ctx.quick else 200, 2 if ctx.quick else 10,
+                               FANOUT_200_P99_MS)
     fleet = _fleet(ctx)
     sidecars = [sample(pid) for pid in fleet.pids()]
     figures["sidecar_rss_mib_median"] = round(

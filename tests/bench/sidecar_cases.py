@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .figures import percentiles
 from .ptyrun import TOOLS, PtyRun, bench_env, sidecar_argv
-from .registry import Context, Figures, case, percentiles
+from .registry import Context, Figures, case
 
 ECHO = [sys.executable, str(TOOLS / "echo_raw.py")]
 FAKE_CLI = [sys.executable, str(TOOLS / "fake_cli.py")]

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from tests.bench import cases as _cases  # noqa: F401  (registers the cases)
-from tests.bench.registry import CASES, percentiles
+from tests.bench.figures import percentiles
+from tests.bench.registry import CASES
 
 REPO = Path(__file__).resolve().parents[2]
 
