@@ -69,6 +69,8 @@ class Fleet:
         self._want: set[str] = set()
         self._got: dict[str, int] = {}
         self._submitted: set[str] = set()
+        # each round delivered: (just before the POST, each agent's paste), CLOCK_MONOTONIC ns
+        self.rounds: list[tuple[int, dict[str, int]]] = []
         profiles = gateway.root / "config" / "csp" / "profiles"
         profiles.mkdir(parents=True, exist_ok=True, mode=0o700)
         (profiles / f"{PROFILE}.toml").write_text(PROFILE_TOML)
@@ -196,6 +198,7 @@ class Fleet:
         if cpu is not None:
             cpu.stop()
         samples = [(t - self._t0) / 1e9 for t in self._got.values()]
+        self.rounds.append((self._t0, dict(self._got)))
         await self._until(lambda: set(names) <= self._submitted, ROUND_TIMEOUT_S)
         await self.until_ready(names)
         return samples
