@@ -66,11 +66,8 @@ def segments(rounds: list[tuple[int, int]], notes: list[tuple[int, str]]) -> Fig
     starts = [t0 for t0, _ in rounds] + [2**63]
     kept = 0
     for (t0, paste), end in zip(rounds, starts[1:], strict=False):
-        at = {"post": t0, "paste": paste}
-        for ns, stage in notes:
-            if t0 <= ns < end:
-                at.setdefault(stage, ns)  # the first of each in the round
-        if not all(a in at and b in at for _, a, b, _ in SEGMENTS):
+        at = _chain(t0, paste, [note for note in notes if t0 <= note[0] < end])
+        if at is None:
             continue
         kept += 1
         for name, a, b, _ in SEGMENTS:
@@ -80,6 +77,22 @@ def segments(rounds: list[tuple[int, int]], notes: list[tuple[int, str]]) -> Fig
         figures.update({f"path_{name}_p50_us": round(statistics.median(found[name]), 1)
                         for name, *_ in SEGMENTS})
     return figures
+
+
+def _chain(t0: int, paste: int, notes: list[tuple[int, str]]) -> dict[str, int] | None:
+    """Each stage of one round at its first note after the stage before it (a ping the
+    sidecar read before the gateway published is not the message's frame); None when
+    one is missing."""
+    at = {"post": t0}
+    for _, before, stage, _ in SEGMENTS:
+        if stage == "paste":
+            at[stage] = paste
+            continue
+        found = next((ns for ns, s in notes if s == stage and ns >= at[before]), None)
+        if found is None:
+            return None
+        at[stage] = found
+    return at
 
 
 def summary(figures: Figures) -> str:

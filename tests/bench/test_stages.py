@@ -22,11 +22,13 @@ def test_segments_are_read_round_by_round() -> None:
               (3_000_000, 3_000_000 + 100_000)]
     notes = sorted(_round(1_000_000, 1_000) + _round(2_000_000, 3_000)
                    + _round(3_000_000, 1_000, skip="sc_facts")  # left out: not all noted
-                   + [(1_500_000, "gw_bytes")])  # a second chunk in the round: not the first
+                   + [(1_500_000, "gw_bytes"),  # a second chunk in the round: not the first
+                      (2_000_500, "sc_bytes")])  # read before the publish: not the frame
     figures = stages.segments(rounds, notes)
     assert figures["path_rounds"] == 2
     assert figures["path_aiohttp_p50_us"] == 2.0  # one stage apart: 1 us and 3 us
     assert figures["path_post_to_gateway_p50_us"] == 2.0
+    assert figures["path_frame_to_sidecar_p50_us"] == 2.0 * 3  # gw_publish -> sc_bytes: 3 stages
     # the sc_write note is stage 13 of the round: the paste 100 us after the POST
     assert figures["path_pty_to_cli_p50_us"] == (100 - 13 * 1 + 100 - 13 * 3) / 2
     assert "over 2 rounds" in stages.summary(figures)

@@ -120,6 +120,9 @@ class _Loader(importlib.abc.Loader):
         self.inner.exec_module(module)
         _patch(module, self.stages)
 
+    def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, ...
+        return getattr(self.inner, name)
+
 
 class _Finder(importlib.abc.MetaPathFinder):
     def __init__(self) -> None:
